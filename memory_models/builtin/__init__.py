@@ -1,0 +1,1 @@
+"""Built-in memory technology profiles (TOML files, one per profile)."""

@@ -1,0 +1,1 @@
+"""Naive, obviously-correct references that fast code is tested against."""
