@@ -30,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that exits 2 with one line (argparse's default also prints usage)."""
 
     def error(self, message: str) -> None:  # noqa: D102
-        sys.stderr.write(f"mcelsim {self.prog.split(' ', 1)[-1]}: {message}; see --help\n")
+        sys.stderr.write(f"{self.prog}: {message}; see {self.prog} --help\n")
         raise SystemExit(2)
 
 
