@@ -42,8 +42,10 @@ Every QConv2d / QLinear input is the output of a QuantAct or InputQuant, possibl
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
+import torch.fx
 from torch import nn
 from torch.nn import functional as F
 
@@ -56,7 +58,12 @@ __all__ = [
     "QConv2d",
     "QLinear",
     "LogitScale",
+    "QUANT_MODULES",
+    "QuantTracer",
 ]
+
+
+MAX_WEIGHT_BITS = 8  # weight_codes() returns int8
 
 
 def weight_qmax(bits: int) -> int:
@@ -125,16 +132,33 @@ class _QuantWeightMixin:
     weight: torch.Tensor
     weight_bits: int
     granularity: str
+    # Optional hook (training with injected bit errors): fn(layer, w_fq) -> w_fq used in the
+    # forward. None (the default) is the contract's plain fake-quantized weight.
+    weight_fault: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None
+
+    def _init_quant(self, weight_bits: int, granularity: str) -> None:
+        weight_qmax(weight_bits)
+        if weight_bits > MAX_WEIGHT_BITS:
+            raise ValueError(f"weight bits must be in 1..{MAX_WEIGHT_BITS}, got {weight_bits}")
+        if granularity not in ("channel", "tensor"):
+            raise ValueError(f"granularity must be 'channel' or 'tensor', got {granularity!r}")
+        self.weight_bits = int(weight_bits)
+        self.granularity = granularity
+        self.weight_fault = None
 
     def quantized_weight(self) -> torch.Tensor:
-        return quantize_weight(self.weight, self.weight_bits, self.granularity)
+        w = quantize_weight(self.weight, self.weight_bits, self.granularity)
+        if self.weight_fault is not None:
+            w = self.weight_fault(self, w)
+        return w
 
     @torch.no_grad()
     def weight_codes(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(q int8 [out, ...], s float32 [out]) such that q * s is the forward weight."""
         s = weight_scale(self.weight, self.weight_bits, self.granularity)
         shape = (-1,) + (1,) * (self.weight.dim() - 1)
-        q = torch.round(self.quantized_weight() / s.reshape(shape))
+        w_fq = quantize_weight(self.weight, self.weight_bits, self.granularity)
+        q = torch.round(w_fq / s.reshape(shape))
         return q.to(torch.int8), s
 
 
@@ -143,9 +167,7 @@ class QConv2d(_QuantWeightMixin, nn.Conv2d):
 
     def __init__(self, *args, weight_bits: int = 8, granularity: str = "channel", **kwargs):
         super().__init__(*args, **kwargs)
-        weight_qmax(weight_bits)
-        self.weight_bits = int(weight_bits)
-        self.granularity = granularity
+        self._init_quant(weight_bits, granularity)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return self._conv_forward(x, self.quantized_weight(), self.bias)
@@ -159,9 +181,7 @@ class QLinear(_QuantWeightMixin, nn.Linear):
 
     def __init__(self, *args, weight_bits: int = 8, granularity: str = "channel", **kwargs):
         super().__init__(*args, **kwargs)
-        weight_qmax(weight_bits)
-        self.weight_bits = int(weight_bits)
-        self.granularity = granularity
+        self._init_quant(weight_bits, granularity)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return F.linear(x, self.quantized_weight(), self.bias)
@@ -196,6 +216,20 @@ class QuantAct(nn.Module):
         return f"bits={self.bits}, range=[{-self.hi if self.signed else 0}, {self.hi}]"
 
 
+def normalize_images(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """(images - mean[c]) / std[c]; mean, std shaped [1, C, 1, 1].
+
+    Flat images [N, C*H*W] (one channel) use channel 0. A leaf for torch.fx (see below).
+    """
+    if images.dim() == 2:  # flat images for an MLP: [N, C*H*W], one channel
+        return (images - mean.reshape(1, -1)[:, :1]) / std.reshape(1, -1)[:, :1]
+    return (images - mean) / std
+
+
+# Keep the shape-dependent branch out of symbolic traces: one call_function node.
+torch.fx.wrap("normalize_images")
+
+
 class InputQuant(QuantAct):
     """Normalize [0, 1] images per channel, then quantize them signed to `bits` bits."""
 
@@ -206,9 +240,7 @@ class InputQuant(QuantAct):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1))
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dim() == 2:  # flat images for an MLP: [N, C*H*W], one channel
-            return (images - self.mean.reshape(1, -1)[:, :1]) / self.std.reshape(1, -1)[:, :1]
-        return (images - self.mean) / self.std
+        return normalize_images(images, self.mean, self.std)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return super().forward(self.normalize(images))
@@ -228,3 +260,14 @@ class LogitScale(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return y * self.log_scale.exp()
+
+
+# The modules of this contract, for importers that keep them whole in a torch.fx graph.
+QUANT_MODULES = (QConv2d, QLinear, QuantAct, InputQuant, LogitScale)
+
+
+class QuantTracer(torch.fx.Tracer):
+    """torch.fx tracer that keeps the contract's modules as leaves (call_module nodes)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:  # noqa: D102
+        return isinstance(m, QUANT_MODULES) or super().is_leaf_module(m, module_qualified_name)
