@@ -12,9 +12,10 @@ Determinism: weights are initialized under `torch.manual_seed(seed)` (inside
 seed, config and thread count (`threads`; float reductions may change with it).
 
 Error injection (RandBET-style): in each training forward pass the weight codes q of every
-QConv2d/QLinear are encoded (`memory_models.encode`, default offset binary q + 2^(b-1)),
-corrupted by `BitErrorModel(p01=ber, p10=ber)`, decoded and rescaled; gradients flow to the
-clean weights (straight-through: w_fq + (w_err - w_fq).detach()). Evaluation is clean.
+QConv2d/QLinear are encoded (`memory_models.encode`, default "offset-binary" q + 2^(b-1);
+"binary" for 1-bit weights), corrupted by `BitErrorModel(p01=ber, p10=ber)`, decoded and
+rescaled; gradients flow to the clean weights (straight-through:
+w_fq + (w_err - w_fq).detach()). Evaluation is clean.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ __all__ = ["TrainConfig", "train", "evaluate", "inject_bit_errors", "partial_pat
 log = logging.getLogger(__name__)
 
 SCHEDULES = ("cosine", "step", "none")
-ENCODINGS = ("offset", "twos", "sign-magnitude")
+ENCODINGS = ("offset-binary", "twos-complement", "sign-magnitude")  # memory_models names
 PARTIAL_FORMAT = "mcelsim-partial-1"
 
 
@@ -67,7 +68,7 @@ class TrainConfig:
     logit_bound: float = 100.0  # MCEL L
     mhl_b: float = 128.0  # MHL margin b
     inject_ber: float = 0.0  # per-bit flip probability during training (0 = off)
-    inject_encoding: str = "offset"
+    inject_encoding: str = "offset-binary"  # 1-bit weights always use "binary"
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
@@ -169,18 +170,19 @@ class _Injector:
 
     def __call__(self, layer: nn.Module, w_fq: torch.Tensor) -> torch.Tensor:
         bits = layer.weight_bits
+        encoding = "binary" if bits == 1 else self.encoding
         s = weight_scale(layer.weight, bits, layer.granularity)
         shape = (-1,) + (1,) * (w_fq.dim() - 1)
         with torch.no_grad():
             q = torch.round(w_fq.detach() / s.reshape(shape)).to(torch.int16).numpy()
-            codes = self.encode(q, bits, self.encoding)
-            bad = self.decode(self.model.corrupt(codes, bits, self.rng), bits, self.encoding)
+            codes = self.encode(q, bits, encoding)
+            bad = self.decode(self.model.corrupt(codes, bits, self.rng), bits, encoding)
             w_err = torch.from_numpy(np.asarray(bad, dtype=np.float32)) * s.reshape(shape)
         return w_fq + (w_err - w_fq).detach()
 
 
 @contextmanager
-def inject_bit_errors(model: nn.Module, ber: float, encoding: str = "offset"):
+def inject_bit_errors(model: nn.Module, ber: float, encoding: str = "offset-binary"):
     """Within the block every QConv2d/QLinear forward reads corrupted weights (see module doc).
 
     Yields the injector; set `injector.rng` (a np.random.Generator) before each forward.

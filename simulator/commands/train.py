@@ -35,8 +35,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--mhl-b", type=float, default=128.0, help="MHL margin b")
     p.add_argument("--inject-ber", type=float, default=0.0,
                    help="per-bit flip probability injected into the weights while training")
-    p.add_argument("--inject-encoding", default="offset",
-                   choices=("offset", "twos", "sign-magnitude"))
+    p.add_argument("--inject-encoding", default="offset-binary",
+                   choices=("offset-binary", "twos-complement", "sign-magnitude"),
+                   help="how weight codes are stored for --inject-ber (1-bit weights: binary)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
