@@ -397,18 +397,14 @@ class _ModelState:
         if engine == "session":
             if not r.bias_deltas:
                 return np.asarray(self.session.logits(r.deltas))
-            if _accepts_bias_deltas(self.session):
-                return np.asarray(self.session.logits(r.deltas, bias_deltas=r.bias_deltas))
+            if _session_takes_biases(self.net):
+                return np.asarray(self.session.logits({**r.deltas, **r.bias_deltas}))
         return np.asarray(self.dep.corrupted_network(r).forward(self.x))
 
 
-def _accepts_bias_deltas(session: Any) -> bool:
-    import inspect
-
-    try:
-        return "bias_deltas" in inspect.signature(session.logits).parameters
-    except (TypeError, ValueError):
-        return False
+def _session_takes_biases(net: Any) -> bool:
+    """Whether `session.logits` accepts bias names as delta keys (IntegerNetwork does)."""
+    return hasattr(net, "ops") and hasattr(net, "_biases")
 
 
 class _WorkerState:

@@ -6,10 +6,12 @@ stores them) and, with `include_biases=True`, every bias (32-bit two's complemen
 the same order, so that adding biases never moves a weight and the same chip hits the same
 weights. `DeployedNetwork.read(source, rng, knob)` reads the image through a chip (persistent
 faults at `knob`) or an i.i.d. `BitErrorModel`, and returns only what changed, as engine
-deltas `{layer: (flat_idx int64, new signed values)}`.
+deltas `{weight name: (flat_idx int64, new signed values)}` (biases: `bias_deltas`, keyed by
+bias tensor name, the keys of `net.biases()`).
 
 Protection (`protect=`), i.e. parts of the network kept in reliable memory:
-  "layer:<name>"  the layer's weights (and its bias, if deployed) keep their place in the
+  "layer:<name>"  (name = a weight tensor name from `net.weight_names`, ".weight" may be
+                  left out) the layer's weights (and its bias, if deployed) keep their place in the
                   image (every other weight sits at the same address as without protection,
                   so a chip hits it identically), but every error read from them is dropped.
   "first"/"last"  the first / last layer in `net.weight_names` order, as "layer:<name>".
@@ -58,7 +60,8 @@ class ReadResult:
 @dataclass
 class _Region:
     name: str  # region name in the image
-    layer: str  # network layer it belongs to
+    key: str  # weight or bias tensor name (key of the engine deltas)
+    layer: str  # weight name of the layer it belongs to
     is_bias: bool
     bits: int
     encoding: str
@@ -91,6 +94,8 @@ def parse_protect(protect: str | Iterable[str] | None, layer_names: list[str]) -
             out.layers.add(layer_names[-1])
         elif entry.startswith("layer:"):
             name = entry[len("layer:"):]
+            if name not in layer_names and name + ".weight" in layer_names:
+                name += ".weight"
             if name not in layer_names:
                 raise UserInputError(
                     "--protect", entry, f"no layer named {name!r}",
@@ -235,7 +240,7 @@ class DeployedNetwork:
             order = np.argsort(idx, kind="stable")
             idx, values = idx[order], values[order]
             if reg.is_bias:
-                bias_deltas[reg.layer] = (idx, values)
+                bias_deltas[reg.key] = (idx, values)
                 counts["changed_biases"] += int(idx.size)
             else:
                 deltas[reg.layer] = (idx, values)
@@ -259,6 +264,19 @@ class DeployedNetwork:
                 b.reshape(-1)[idx] = values
                 biases[name] = b
         return self.net.with_weights(updates, biases=biases)
+
+
+def _bias_names(net: Any) -> dict[str, str]:
+    """weight name -> bias name of the same layer (layers without a bias are left out)."""
+    ops = getattr(net, "ops", None)
+    if ops is None:  # a network without an op list names biases like its weights
+        return {n: n for n in net.weight_names if n in net.biases()}
+    out = {}
+    for op in ops:
+        w, b = getattr(op, "weight", None), getattr(op, "bias", None)
+        if w is not None and b is not None:
+            out[w] = b
+    return out
 
 
 def _canonical_protect(protect: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -307,10 +325,12 @@ def deploy(
         plan.append((name, name, False, bits, enc, weights[name]))
     if include_biases:
         biases = net.biases()
+        bias_of = _bias_names(net)
         for name in names:
-            b = biases.get(name)
+            bname = bias_of.get(name)
+            b = None if bname is None else biases.get(bname)
             if b is not None and np.asarray(b).size:
-                plan.append((BIAS_PREFIX + name, name, True, BIAS_BITS, BIAS_ENCODING, b))
+                plan.append((BIAS_PREFIX + bname, name, True, BIAS_BITS, BIAS_ENCODING, b))
     max_bits = max(p[3] for p in plan)
     for j in sorted(prot.bits):
         if j >= max_bits:
@@ -333,6 +353,7 @@ def deploy(
             keep &= ~(1 << (bits - 1))
         regions[region] = _Region(
             name=region,
+            key=region[len(BIAS_PREFIX):] if is_bias else layer,
             layer=layer,
             is_bias=is_bias,
             bits=bits,
