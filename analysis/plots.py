@@ -141,8 +141,10 @@ def plot_accuracy_vs_knob(
     order = np.argsort(pts.knob, kind="stable")
     x = pts.knob[order]
     styles = model_styles(results, list(campaign.samples))
+    unit = f" {campaign.profile.knob_unit}" if campaign.profile and campaign.profile.knob_unit \
+        else ""
     with _style():
-        fig = Figure(figsize=(7.0, 4.4), layout="constrained")
+        fig = Figure(figsize=(7.0, 5.0), layout="constrained")
         ax = fig.add_subplot()
         ax2 = ax.twinx()
         ax2.grid(False)
@@ -169,18 +171,19 @@ def plot_accuracy_vs_knob(
             if sp is not None and sp.row is not None:
                 y = mean[np.flatnonzero(order == sp.row)[0]]
                 saving = ("" if sp.energy_saving is None
-                          else f", {sp.energy_saving:.0%} energy saved")
+                          else f" (−{sp.energy_saving:.0%} energy)")
                 ax.plot(
-                    [sp.knob], [y], marker="*", ms=14, color=st.colour, mec="black", mew=0.6,
+                    [sp.knob], [y], marker="*", ms=15, color=st.colour, mec="black", mew=0.6,
                     ls="none", zorder=5,
-                    label=f"{st.label}: lowest safe point {sp.knob:.4g}{saving}",
+                    label=f"{st.label} safe to {sp.knob:.4g}{unit}{saving}",
                 )
         prof = campaign.profile
         if prof is not None and math.isfinite(prof.knob_nominal):
             ax.axvline(prof.knob_nominal, color="black", lw=0.9, ls="-.", alpha=0.6)
             ax.annotate(
-                "nominal", (prof.knob_nominal, 1.0), xycoords=("data", "axes fraction"),
-                xytext=(-3, -3), textcoords="offset points", ha="right", va="top", fontsize=8.5,
+                "nominal", (prof.knob_nominal, 0.5), xycoords=("data", "axes fraction"),
+                xytext=(-3, 0), textcoords="offset points", ha="right", va="center",
+                rotation=90, fontsize=8.5,
             )
             arrow = "← harsher" if prof.knob_harsher == "lower" else "harsher →"
             ax.annotate(
@@ -195,8 +198,13 @@ def plot_accuracy_vs_knob(
         if ber_line is not None:
             handles.append(ber_line)
             labels.append(ber_line.get_label())
-        ax.legend(handles, labels, loc="best", title=_band_note(confidence),
-                  title_fontsize=8.5)
+        title = _band_note(confidence)
+        done = [sp for sp in (safe_points or {}).values() if sp.row is not None]
+        if done:
+            title += (f"; ★ lowest safe point: drop < {done[0].max_drop_pp:g} pp "
+                      f"at {done[0].confidence:.0%} confidence")
+        fig.legend(handles, labels, loc="outside lower center", ncols=2, title=title,
+                   title_fontsize=8.5, frameon=False)
     return fig
 
 

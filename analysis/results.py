@@ -20,7 +20,7 @@ import numpy as np
 from memory_models.usererror import UserInputError
 
 SCHEMA_VERSION = "1"
-PRODUCER = "`mcelsim simulate --out results.db`"
+PRODUCER = "`mcelsim simulate`"
 
 # Table -> columns analysis reads (the writer may add columns, never rename them).
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -197,7 +197,10 @@ class Campaign:
 
     @property
     def n_chips(self) -> int:
-        return int(self.chip_index.size)
+        """Chips with samples (or, for a sensitivity-only campaign, sensitivity rows)."""
+        if self.chip_index.size or not self.sensitivity:
+            return int(self.chip_index.size)
+        return max(r.chip_index.size for t in self.sensitivity.values() for r in t.values())
 
 
 @dataclass
