@@ -1,1 +1,74 @@
-"""(filled in by its issue)"""
+"""Emulated error-prone memory: profiles, error models, chips, encodings, memory images.
+
+Everything in mcelsim reads weights through this package. Rates are per bit (per cell) and
+conditional on the stored bit: p01 = P(holding 0 reads 1), p10 = P(holding 1 reads 0);
+sa0 / sa1 = P(cell stuck at 0 / 1) (a stuck cell wins over flips).
+
+Profiles (TOML, `memory_models/builtin/*.toml`; `profile.FORMAT` lists every key)::
+
+    list_profiles() -> list[str]                      # from the files on disk
+    prof = load_profile("sram-14nm")                  # or a path; UserInputError if bad
+    prof.name, .technology, .description, .illustrative, .sources
+    prof.knob.name, .unit, .nominal, .min, .max, .harsher ("lower" | "higher")
+    prof.rates(knob, clamp=False) -> FlipRates(p01, p10, sa0, sa1)   # .ber = random-data BER
+    prof.energy(knob) -> float | None                 # relative energy/access, 1 at nominal
+    prof.digest, prof.to_dict()
+
+Encodings (bit j of a code = stored cell j)::
+
+    ENCODINGS = ("twos-complement", "offset-binary", "sign-magnitude", "binary")
+    encode(values, bits, encoding) -> uint8 (bits <= 8) / uint16 codes
+    decode(codes, bits, encoding) -> int16 values
+
+Error sources::
+
+    BitErrorModel(p01, p10, sa0=0, sa1=0).corrupt(words, bits, rng)   # i.i.d., per read
+    chip = Chip(profile, n_bits, seed)                # one physical instance
+    chip.read(words, bits, knob, rng)                 # persistent (fixed, nested) + transient
+
+A chip's weak cells are drawn once per (seed, fault kind, block of 2^20 cells, rate tier):
+a cell failing at knob v fails at every harsher v, and a knob sweep reuses the cached weak
+cell sets (first read at the harshest knob costs the most; later reads are O(faults)).
+Transient faults are drawn per read from keyed streams seeded by one draw from `rng`.
+
+Memory image (what the simulator's deployment uses)::
+
+    img = MemoryImage.for_profile(prof, layout="word")    # or MemoryImage(layout, word_bits,
+    img.add(name, codes, bits)                             #                  columns)
+    img.n_bits, img.names, img.codes(name)
+    chip = Chip(prof, img.n_bits, seed=chip_seed)          # once per chip, reused
+    res = img.read(chip, np.random.default_rng([campaign_seed, chip_index, point_index]),
+                   knob=v)
+    res = img.read(BitErrorModel(p01=p, p10=p), rng)       # i.i.d. BER sweep
+    res.changes[name] -> (idx sorted int64 flat indices, new_codes)   # only changed codes
+    res.counts -> {"faults", "flip01", "flip10", "sa0", "sa1", "changed_bits"}
+    img.corrupted(res, name) -> full code array as read
+
+Determinism: every draw is keyed by (seed, purpose, block, tier) or, for per-read draws,
+by (one draw from rng, purpose, block). Results are identical across runs, and a region
+reads the same alone, with others, or in any order; a sub-range of the cells gets the
+faults of that range in a full read. Cost is O(number of faults), never one random number
+per bit.
+"""
+
+from memory_models.encoding import ENCODINGS, decode, encode
+from memory_models.errors import BitErrorModel, Chip
+from memory_models.image import MemoryImage, ReadResult
+from memory_models.profile import FlipRates, Knob, Profile, list_profiles, load_profile
+from memory_models.usererror import UserInputError
+
+__all__ = [
+    "ENCODINGS",
+    "BitErrorModel",
+    "Chip",
+    "FlipRates",
+    "Knob",
+    "MemoryImage",
+    "Profile",
+    "ReadResult",
+    "UserInputError",
+    "decode",
+    "encode",
+    "list_profiles",
+    "load_profile",
+]

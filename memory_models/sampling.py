@@ -1,0 +1,235 @@
+"""Fault sampling in O(number of faults), keyed so that every draw is reproducible.
+
+The cell address space is cut into blocks of `BLOCK` = 2^20 cells. Every draw for block `b`
+comes from its own stream `SeedSequence(entropy, spawn_key=(purpose, b, ...))`, so the
+faults of a cell range do not depend on which other ranges are read, in which order, or
+how the address space is split into reads.
+
+Within a block, the cells failing at rate r are an exact Bernoulli(r) subset: a binomial
+count k ~ Bin(2^20, r), then k distinct positions (Floyd's algorithm, O(k)). Never one
+random number per bit.
+
+Nested (persistent) faults use fixed rate tiers: tier t holds the cells whose latent
+uniform U lies in [2^(t-33), 2^(t-32)) (tier 0: [0, 2^-32)), each tier drawn from its own
+stream conditional on the cell not being in a lower tier, with U itself drawn uniformly
+inside the tier. A cell fails at threshold r iff U < r, so the set is exact, nested in r,
+and independent of the order in which thresholds are asked for; generating it costs
+O(cells with U < 2 r).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+BLOCK_SHIFT = 20
+BLOCK = 1 << BLOCK_SHIFT  # cells per keyed block
+N_TIERS = 33  # tier t upper edge 2^(t-32); tier 32 ends at 1
+
+# stream purposes (first element of every spawn_key)
+PERSISTENT = {"p01": 1, "p10": 2, "sa0": 3, "sa1": 4}
+TRANSIENT = {"p01": 11, "p10": 12, "sa0": 13, "sa1": 14}
+WEAK_COLUMNS = 21
+WEAK_ROWS = 22
+LINE_CHUNK = 1 << 16  # weak-line flags are drawn in chunks of 2^16 lines
+
+
+def stream(entropy: int, *key: int) -> np.random.Generator:
+    """The generator of one keyed stream."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy, spawn_key=key)))
+
+
+def draw_base(rng: np.random.Generator) -> int:
+    """One 63-bit entropy value from a caller's generator (keys the transient streams)."""
+    return int(rng.integers(0, 2**63, dtype=np.int64))
+
+
+def tier_edges(t: int) -> tuple[float, float]:
+    """[lo, hi) of the latent uniform U held by tier t."""
+    hi = 2.0 ** (t - 32)
+    lo = 0.0 if t == 0 else 2.0 ** (t - 33)
+    return lo, hi
+
+
+def tier_of(rate: float) -> int:
+    """Smallest tier whose upper edge is >= rate (rate in (0, 1])."""
+    if rate <= 2.0**-32:
+        return 0
+    return min(N_TIERS - 1, int(math.ceil(math.log2(rate))) + 32)
+
+
+@dataclass(frozen=True)
+class Ranges:
+    """Sorted, disjoint half-open cell ranges [lo, hi)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+
+    @classmethod
+    def of(cls, pairs: Sequence[tuple[int, int]]) -> Ranges:
+        pairs = sorted((int(a), int(b)) for a, b in pairs if b > a)
+        merged: list[list[int]] = []
+        for a, b in pairs:
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        arr = np.array(merged, dtype=np.int64).reshape(-1, 2)
+        return cls(arr[:, 0].copy(), arr[:, 1].copy())
+
+    def blocks(self) -> np.ndarray:
+        """Indices of the blocks that overlap any range."""
+        out = [np.arange(a >> BLOCK_SHIFT, ((b - 1) >> BLOCK_SHIFT) + 1)
+               for a, b in zip(self.lo, self.hi)]
+        return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
+
+    def contains(self, pos: np.ndarray) -> np.ndarray:
+        i = np.searchsorted(self.lo, pos, side="right") - 1
+        ok = i >= 0
+        return ok & (pos < self.hi[np.maximum(i, 0)])
+
+
+WeightFn = Callable[[np.ndarray], np.ndarray]
+
+
+def bernoulli_block(rng: np.random.Generator, rate: float) -> np.ndarray:
+    """Positions (int64, unsorted) of an exact Bernoulli(rate) subset of one block."""
+    k = int(rng.binomial(BLOCK, rate))
+    if k == 0:
+        return np.zeros(0, np.int64)
+    return rng.choice(BLOCK, size=k, replace=False, shuffle=False).astype(np.int64)
+
+
+def iid_cells(entropy: int, purpose: int, rate: float, ranges: Ranges,
+              weight: WeightFn | None = None, wmax: float = 1.0,
+              rate_fn: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """Sorted global positions inside `ranges` of cells failing independently.
+
+    Without `weight`, every cell fails with `rate`. With it, candidates are drawn at `rate`
+    (which must bound every cell's rate) and a candidate at cell i is kept with probability
+    rate_fn(weight(i)) / rate (exact thinning).
+    """
+    if rate <= 0.0:
+        return np.zeros(0, np.int64)
+    rate = min(rate, 1.0)
+    out = []
+    for b in ranges.blocks():
+        rng = stream(entropy, purpose, int(b))
+        pos = bernoulli_block(rng, rate) + (int(b) << BLOCK_SHIFT)
+        if weight is not None:
+            u = rng.random(pos.size)
+            keep = u * rate < rate_fn(weight(pos))
+            pos = pos[keep]
+        out.append(pos[ranges.contains(pos)])
+    if not out:
+        return np.zeros(0, np.int64)
+    res = np.concatenate(out)
+    res.sort()
+    return res
+
+
+class NestedCells:
+    """The cells of one chip whose latent U_i < thr * w(i), for any threshold thr, nested.
+
+    `weight(pos)` gives each cell's rate multiplier (spatial clustering, polarity; 0 = this
+    fault kind cannot occur there) and `wmax` bounds it. Tiers are generated on demand and
+    cached; `cells(thr)` returns sorted global positions in [0, n_bits).
+    """
+
+    def __init__(self, entropy: int, purpose: int, n_bits: int,
+                 weight: WeightFn | None = None, wmax: float = 1.0) -> None:
+        self.entropy, self.purpose, self.n_bits = int(entropy), int(purpose), int(n_bits)
+        self.weight, self.wmax = weight, float(wmax)
+        self.n_blocks = (self.n_bits + BLOCK - 1) >> BLOCK_SHIFT
+        self.done = -1  # highest tier generated
+        self._lower: list[np.ndarray] = [np.zeros(0, np.int64) for _ in range(self.n_blocks)]
+        self._pos = np.zeros(0, np.int64)  # sorted by e
+        self._e = np.zeros(0, np.float64)  # e = U / w (inf where w = 0), ascending
+
+    def _generate(self, t: int) -> None:
+        lo, hi = tier_edges(t)
+        c = (hi - lo) / (1.0 - lo)  # P(U < hi | U >= lo)
+        new_pos, new_u = [], []
+        for b in range(self.n_blocks):
+            rng = stream(self.entropy, self.purpose, b, t)
+            pos = bernoulli_block(rng, c)
+            if pos.size == 0:
+                continue
+            u = lo + (hi - lo) * rng.random(pos.size)
+            pos.sort()  # u is i.i.d., so pairing it with the sorted positions stays exact
+            lower = self._lower[b]
+            if lower.size:
+                j = np.minimum(np.searchsorted(lower, pos), lower.size - 1)
+                fresh = lower[j] != pos  # not already below this tier
+                pos, u = pos[fresh], u[fresh]
+            g = pos + (b << BLOCK_SHIFT)
+            inside = g < self.n_bits
+            pos, g, u = pos[inside], g[inside], u[inside]
+            if pos.size:
+                self._lower[b] = np.union1d(lower, pos)
+                new_pos.append(g)
+                new_u.append(u)
+        self.done = t
+        if not new_pos:
+            return
+        g = np.concatenate(new_pos)
+        u = np.concatenate(new_u)
+        if self.weight is not None:
+            w = self.weight(g)
+            with np.errstate(divide="ignore"):
+                e = np.where(w > 0, u / np.where(w > 0, w, 1.0), np.inf)
+        else:
+            e = u
+        pos = np.concatenate([self._pos, g])
+        e = np.concatenate([self._e, e])
+        order = np.argsort(e, kind="stable")
+        self._pos, self._e = pos[order], e[order]
+
+    def cells(self, thr: float) -> np.ndarray:
+        """Sorted global positions of the cells failing at threshold `thr` (a rate)."""
+        if thr <= 0.0 or self.n_bits == 0:
+            return np.zeros(0, np.int64)
+        need = tier_of(min(1.0, thr * self.wmax))
+        while self.done < need:
+            self._generate(self.done + 1)
+        n = int(np.searchsorted(self._e, thr, side="left"))
+        out = self._pos[:n].copy()
+        out.sort()
+        return out
+
+    @property
+    def cached_cells(self) -> int:
+        return int(self._pos.size)
+
+
+@dataclass(frozen=True)
+class FaultSet:
+    """Faulty cells of one read, as sorted global positions.
+
+    f01: cells that read 1 if they hold 0; f10: read 0 if they hold 1; s0 / s1: stuck at
+    0 / 1 (disjoint; a stuck cell ignores f01 / f10).
+    """
+
+    f01: np.ndarray
+    f10: np.ndarray
+    s0: np.ndarray
+    s1: np.ndarray
+
+    @classmethod
+    def empty(cls) -> FaultSet:
+        z = np.zeros(0, np.int64)
+        return cls(z, z, z, z)
+
+    def restrict(self, ranges: Ranges) -> FaultSet:
+        return FaultSet(*(a[ranges.contains(a)] for a in (self.f01, self.f10, self.s0, self.s1)))
+
+
+def setdiff_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Elements of sorted a not in sorted b (both unique)."""
+    if a.size == 0 or b.size == 0:
+        return a
+    j = np.minimum(np.searchsorted(b, a), b.size - 1)
+    return a[b[j] != a]
