@@ -75,6 +75,7 @@ def welch_difference(a, b, confidence: float = 0.95) -> Interval:
     """Interval of mean(a) - mean(b) treating a and b as independent (Welch's t).
 
     Shown beside `paired_difference` to make the gain from common random numbers visible.
+    `std` is NaN (two samples have no single spread); n = the smaller sample size.
     """
     _check_confidence(confidence)
     a = np.asarray(a, dtype=np.float64).ravel()
@@ -89,10 +90,10 @@ def welch_difference(a, b, confidence: float = 0.95) -> Interval:
     va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
     se = math.sqrt(va + vb)
     if se == 0.0:
-        return Interval(mean, 0.0, n, mean, mean, confidence)
+        return Interval(mean, math.nan, n, mean, mean, confidence)
     dof = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
     half = float(_st.t.ppf(0.5 + confidence / 2.0, dof)) * se
-    return Interval(mean, se * math.sqrt(n), n, mean - half, mean + half, confidence)
+    return Interval(mean, math.nan, n, mean - half, mean + half, confidence)
 
 
 def row_intervals(matrix, confidence: float = 0.95) -> list[Interval]:
