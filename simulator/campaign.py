@@ -493,7 +493,7 @@ def _execute(state: _WorkerState, task: dict) -> dict:
             image_res = ms.dep.image.read(chip, rng, knob=row["knob"])
         else:
             image_res = ms.dep.image.read(mm.BitErrorModel(p01=row["p01"], p10=row["p10"]), rng)
-        r = ms.dep.filter(image_res.changes)
+        r = ms.dep.filter(image_res.changes, faults=image_res.counts.get("faults"))
         correct, margins = score(ms.logits(r, spec.engine), ms.labels, scale)
         out["samples"].append(_sample_row(cid, task["model"], pi, c, cseed, n, correct,
                                           margins, r.counts, time.perf_counter() - t0))

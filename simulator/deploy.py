@@ -4,7 +4,9 @@
 stores them) and, with `include_biases=True`, every bias (32-bit two's complement) into one
 `memory_models.MemoryImage`: weights first, in `net.weight_names` order, then the biases in
 the same order, so that adding biases never moves a weight and the same chip hits the same
-weights. `DeployedNetwork.read(source, rng, knob)` reads the image through a chip (persistent
+weights. (The image holds at most 16-bit codes, so a bias is stored as two 16-bit codes, low
+half first: with the word layout its 32 bits sit in 32 consecutive cells, bit j at cell j.)
+`DeployedNetwork.read(source, rng, knob)` reads the image through a chip (persistent
 faults at `knob`) or an i.i.d. `BitErrorModel`, and returns only what changed, as engine
 deltas `{weight name: (flat_idx int64, new signed values)}` (biases: `bias_deltas`, keyed by
 bias tensor name, the keys of `net.biases()`).
@@ -21,8 +23,10 @@ Protection (`protect=`), i.e. parts of the network kept in reliable memory:
                   bias); for two's complement and sign-magnitude that is the sign bit, for
                   offset binary the inverted sign. "bit:sign" is a synonym.
 Counts of one read (`ReadResult.counts`):
-  faults            bits read differently from what was stored, over the whole image, before
-                    any protection (what the memory did);
+  faults            faulty cells in the image at this read (`MemoryImage.read` counts: a
+                    stuck cell counts whether or not it holds the other value), before any
+                    protection;
+  bit_errors        bits read differently from what was stored, before any protection;
   flips             of those, the bits that reach the network (after protection);
   changed_weights   weights whose decoded value differs from the clean one;
   changed_biases    the same for biases.
@@ -69,6 +73,7 @@ class _Region:
     values: np.ndarray  # clean signed values, flat, the engine's dtype
     keep_mask: int  # bits whose errors reach the network (protected bits cleared)
     protected: bool  # whole layer in reliable memory
+    split: bool = False  # stored as two 16-bit codes per value (32-bit biases)
 
 
 @dataclass
@@ -130,6 +135,29 @@ def _decode(codes: np.ndarray, bits: int, encoding: str) -> np.ndarray:
         c = codes.astype(np.int64) & 0xFFFFFFFF
         return np.where(c >= 1 << 31, c - (1 << 32), c)  # top bit set -> negative
     return np.asarray(mm.decode(codes, bits, encoding))
+
+
+def _split_halves(codes32: np.ndarray) -> np.ndarray:
+    """32-bit codes -> 16-bit codes [lo0, hi0, lo1, hi1, ...] (uint16)."""
+    out = np.empty(2 * codes32.size, np.uint16)
+    out[0::2] = codes32 & 0xFFFF  # low half: bits 0..15
+    out[1::2] = codes32 >> 16  # high half: bits 16..31
+    return out
+
+
+def _join_halves(codes32: np.ndarray, idx: np.ndarray, new16: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Changed 16-bit halves (idx into the split array) -> (bias idx, new 32-bit codes)."""
+    b = idx // 2
+    ub = np.unique(b)
+    out = codes32[ub].copy()
+    for half in (0, 1):  # one pass per half: a bias may change in both
+        sel = (idx % 2) == half
+        pos = np.searchsorted(ub, b[sel])
+        shift = np.uint64(16 * half)
+        keep = out[pos] & ~(np.uint64(0xFFFF) << shift)
+        out[pos] = keep | (new16[sel].astype(np.uint64) << shift)
+    return ub, out
 
 
 def _popcount(x: np.ndarray) -> int:
@@ -200,7 +228,8 @@ class DeployedNetwork:
         position's cells (sensitivity analysis); protection still applies.
         """
         res = self.image.read(source, rng, knob=knob)
-        return self.filter(res.changes, only_layer=only_layer, only_bit=only_bit)
+        return self.filter(res.changes, only_layer=only_layer, only_bit=only_bit,
+                           faults=res.counts.get("faults"))
 
     def filter(
         self,
@@ -208,19 +237,27 @@ class DeployedNetwork:
         *,
         only_layer: str | None = None,
         only_bit: int | None = None,
+        faults: int | None = None,
     ) -> ReadResult:
-        """Turn raw image changes `{region: (idx, new_codes)}` into engine deltas."""
+        """Turn raw image changes `{region: (idx, new_codes)}` into engine deltas.
+
+        faults: the image read's faulty-cell count (default: the number of bit errors).
+        """
         deltas: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         bias_deltas: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        counts = {"faults": 0, "flips": 0, "changed_weights": 0, "changed_biases": 0}
+        counts = {"faults": 0, "bit_errors": 0, "flips": 0, "changed_weights": 0,
+                  "changed_biases": 0}  # fmt: skip
         for name, (idx, new) in changes.items():
             reg = self._regions[name]
             idx = np.asarray(idx, dtype=np.int64)
             if idx.size == 0:
                 continue
+            new = np.asarray(new).astype(np.uint64)
+            if reg.split:
+                idx, new = _join_halves(reg.codes, idx, new)
             old = reg.codes[idx]
-            diff = old ^ np.asarray(new).astype(np.uint64)
-            counts["faults"] += _popcount(diff)
+            diff = old ^ new
+            counts["bit_errors"] += _popcount(diff)
             if reg.protected or (only_layer is not None and reg.layer != only_layer):
                 continue
             keep = reg.keep_mask
@@ -245,6 +282,7 @@ class DeployedNetwork:
             else:
                 deltas[reg.layer] = (idx, values)
                 counts["changed_weights"] += int(idx.size)
+        counts["faults"] = counts["bit_errors"] if faults is None else int(faults)
         return ReadResult(deltas, bias_deltas, counts)
 
     def corrupted_network(self, r: ReadResult) -> Any:
@@ -344,7 +382,11 @@ def deploy(
         if is_bias:
             values = values.astype(np.int32)
         codes = _encode(values, bits, enc)
-        image.add(region, codes, bits)
+        split = bits > 16
+        if split:
+            image.add(region, _split_halves(codes), 16)
+        else:
+            image.add(region, codes, bits)
         keep = (1 << bits) - 1
         for j in prot.bits:
             if j < bits:
@@ -362,6 +404,7 @@ def deploy(
             values=values,
             keep_mask=keep,
             protected=layer in prot.layers,
+            split=split,
         )
     return DeployedNetwork(
         net,
