@@ -298,13 +298,17 @@ def _make_scheduler(opt, config: TrainConfig):
 def _torch_settings(threads: int):
     old_threads = torch.get_num_threads()
     old_det = torch.are_deterministic_algorithms_enabled()
+    old_fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
+    # NaN-filling of fresh tensors costs ~10 % on CPU and changes no result of ours
+    torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         yield
     finally:
         torch.set_num_threads(old_threads)
         torch.use_deterministic_algorithms(old_det)
+        torch.utils.deterministic.fill_uninitialized_memory = old_fill
 
 
 def train(
