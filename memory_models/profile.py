@@ -254,6 +254,11 @@ class Curve:
     kelvin_offset: float = 0.0
 
     def __call__(self, x: float | np.ndarray) -> np.ndarray:
+        """Probability at knob value(s) x, clipped to [0, 1]."""
+        return np.clip(self.raw(x), 0.0, 1.0)
+
+    def raw(self, x: float | np.ndarray) -> np.ndarray:
+        """The formula's value at x, unclipped (validation checks it stays in [0, 1])."""
         x = np.asarray(x, dtype=np.float64)
         prm = dict(self.params)
         if self.form == "table":
@@ -273,7 +278,7 @@ class Curve:
                 out = prm["scale"] * np.exp(-prm["ea_ev"] / K_BOLTZMANN_EV * (1.0 / t - 1.0 / t0))
         else:  # pragma: no cover - forms are validated on load
             raise ValueError(self.form)
-        return np.clip(out, 0.0, 1.0)
+        return out
 
     @property
     def illustrative(self) -> bool:
@@ -537,6 +542,11 @@ def parse_profile(text: str, source: str = "<profile>") -> Profile:
     return _build(_Section(data, source, ""), source)
 
 
+def profile_from_dict(data: Any, source: str = "<profile>") -> Profile:
+    """Validate an already-parsed profile (the dict `tomllib` would produce)."""
+    return _build(_Section(data, source, ""), source)
+
+
 def _build(top: _Section, source: str) -> Profile:
     name = top.string("name", required=True)
     if not name or not all(ch.isalnum() or ch in "-_." for ch in name):
@@ -754,15 +764,8 @@ def _curve(sec: _Section, knob: Knob, sign: float, kelvin: float, source: str) -
             raise UserInputError(source, f"{sec.path}.provenance",
                                  "a parametric curve has one provenance", 'e.g. "fitted"')
         grid = np.linspace(knob.min, knob.max, _GRID)
-        prm = dict(params)
         with np.errstate(all="ignore"):
-            if form == "power":
-                raw = prm["scale"] * np.power(grid / prm["x0"], prm["exponent"])
-            elif form == "arrhenius":
-                raw = prm["scale"] * np.exp(-prm["ea_ev"] / K_BOLTZMANN_EV
-                                            * (1 / (grid + kelvin) - 1 / (prm["t0"] + kelvin)))
-            else:
-                raw = curve(grid)
+            raw = curve.raw(grid)
         if not np.all(np.isfinite(raw)) or np.max(raw) > 1.0:
             raise UserInputError(source, sec.path,
                                  f"the {form} curve leaves [0, 1] inside the knob range "
