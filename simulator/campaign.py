@@ -111,6 +111,8 @@ class ModelEntry:
 class TestSet:
     """Test images (float32 NCHW in [0, 1]) and labels (int64)."""
 
+    __test__ = False  # not a pytest test class
+
     name: str
     images: np.ndarray
     labels: np.ndarray
