@@ -146,8 +146,7 @@ class NestedCells:
         self.n_blocks = (self.n_bits + BLOCK - 1) >> BLOCK_SHIFT
         self.done = -1  # highest tier generated
         self._lower: list[np.ndarray] = [np.zeros(0, np.int64) for _ in range(self.n_blocks)]
-        self._pos = np.zeros(0, np.int64)  # sorted by e
-        self._e = np.zeros(0, np.float64)  # e = U / w (inf where w = 0), ascending
+        self._tiers: list[tuple[np.ndarray, np.ndarray]] = []  # per tier: (global pos, e)
 
     def _generate(self, t: int) -> None:
         lo, hi = tier_edges(t)
@@ -169,24 +168,20 @@ class NestedCells:
             inside = g < self.n_bits
             pos, g, u = pos[inside], g[inside], u[inside]
             if pos.size:
-                self._lower[b] = np.union1d(lower, pos)
+                # merge two sorted, disjoint runs (timsort: linear)
+                self._lower[b] = np.sort(np.concatenate([lower, pos]), kind="stable")
                 new_pos.append(g)
                 new_u.append(u)
         self.done = t
-        if not new_pos:
-            return
-        g = np.concatenate(new_pos)
-        u = np.concatenate(new_u)
-        if self.weight is not None:
+        g = np.concatenate(new_pos) if new_pos else np.zeros(0, np.int64)
+        u = np.concatenate(new_u) if new_u else np.zeros(0, np.float64)
+        if self.weight is not None and g.size:
             w = self.weight(g)
             with np.errstate(divide="ignore"):
                 e = np.where(w > 0, u / np.where(w > 0, w, 1.0), np.inf)
         else:
             e = u
-        pos = np.concatenate([self._pos, g])
-        e = np.concatenate([self._e, e])
-        order = np.argsort(e, kind="stable")
-        self._pos, self._e = pos[order], e[order]
+        self._tiers.append((g, e))
 
     def cells(self, thr: float) -> np.ndarray:
         """Sorted global positions of the cells failing at threshold `thr` (a rate)."""
@@ -195,14 +190,16 @@ class NestedCells:
         need = tier_of(min(1.0, thr * self.wmax))
         while self.done < need:
             self._generate(self.done + 1)
-        n = int(np.searchsorted(self._e, thr, side="left"))
-        out = self._pos[:n].copy()
-        out.sort()
+        parts = []
+        for g, e in self._tiers[: need + 1]:
+            parts.append(g if (e.size and e.max() < thr) else g[e < thr])
+        out = np.concatenate(parts)
+        out.sort(kind="stable")
         return out
 
     @property
     def cached_cells(self) -> int:
-        return int(self._pos.size)
+        return int(sum(g.size for g, _ in self._tiers))
 
 
 @dataclass(frozen=True)
