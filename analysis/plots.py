@@ -286,7 +286,17 @@ def _margin_points(campaign: Campaign) -> list[int]:
         ref = None if row is None else int(campaign.points.point_index[row])
     first = ref if ref in have else have[0]
     rest = [p for p in have if p != first]
-    return [first] + rest[:3]
+    if len(rest) > 3:  # spread the others over the sweep (in BER order)
+        def ber_of(p: int) -> float:
+            try:
+                b = campaign.points.ber[campaign.points.row(p)]
+            except KeyError:
+                return math.inf
+            return float(b) if np.isfinite(b) else math.inf
+
+        rest.sort(key=ber_of)
+        rest = [rest[int(round(i))] for i in np.linspace(0, len(rest) - 1, 3)]
+    return [first] + rest
 
 
 def _margins_of(campaign: Campaign, model_hash: str, point: int) -> np.ndarray | None:
@@ -392,7 +402,12 @@ def sensitivity_summary(
         clean = model.clean_accuracy if model is not None else math.nan
         drops = [t_interval(100.0 * (clean - a), confidence) for a in rows.accuracy]
         accs = [t_interval(100.0 * a, confidence) for a in rows.accuracy]
-        out[h] = {"names": rows.names, "ber": rows.ber, "drop": drops, "accuracy": accs}
+        # The same reads with every layer / bit exposed: the campaign's own samples.
+        s = campaign.samples.get(h)
+        full = s.accuracy[0] if s is not None and len(campaign.points) else np.array([])
+        out[h] = {"names": rows.names, "ber": rows.ber, "drop": drops, "accuracy": accs,
+                  "all_drop": t_interval(100.0 * (clean - full), confidence),
+                  "all_accuracy": t_interval(100.0 * full, confidence)}
     return out
 
 
@@ -433,6 +448,10 @@ def plot_sensitivity(
                    label=st.label)
             ax.errorbar(xs, means, yerr=np.nan_to_num(errs), fmt="none", ecolor="black",
                         capsize=2.5, lw=1.0)
+            full = v["all_drop" if use_drop else "all_accuracy"]
+            if math.isfinite(full.mean):
+                ax.axhline(full.mean, color=st.colour, ls=st.linestyle, lw=1.2, alpha=0.9,
+                           label=f"{st.label}: all {target}s at once")
         ax.set_xticks(range(len(names)), names)
         ax.grid(False, axis="x")
         ax.axhline(0.0, color="black", lw=0.8)
@@ -447,7 +466,8 @@ def plot_sensitivity(
                       if target in r)
         ax.set_title(f"{what} sensitivity at BER {at}\ncampaign {campaign.campaign_id}, "
                      f"{n_chips} chips, error bars: {confidence:.0%} t-interval")
-        ax.legend(loc="best")
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2,
+                   frameon=False)
     return fig
 
 

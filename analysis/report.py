@@ -160,6 +160,15 @@ def _campaign_summary(
         model = results.models.get(h)
         clean = model.clean_accuracy if model is not None else math.nan
         for target, rows in by_target.items():
+            s = camp.samples.get(h)
+            if s is not None and len(pts):  # every layer / bit at once: the samples
+                drop = t_interval(100.0 * (clean - s.accuracy[0]), confidence)
+                acc = t_interval(100.0 * s.accuracy[0], confidence)
+                sens.setdefault(target, []).append({
+                    "model": labels[h], "name": "(all at once)", "ber": _f(pts.ber[0]),
+                    **_interval(drop, "pp"), "accuracy_mean_pct": _f(acc.mean),
+                    "accuracy_half_width_pct": _f(acc.half_width),
+                })
             for k, name in enumerate(rows.names):
                 drop = t_interval(100.0 * (clean - rows.accuracy[k]), confidence)
                 acc = t_interval(100.0 * rows.accuracy[k], confidence)
@@ -178,6 +187,7 @@ def _campaign_summary(
             "knob_nominal": _f(prof.knob_nominal), "knob_min": _f(prof.knob_min),
             "knob_max": _f(prof.knob_max), "knob_harsher": prof.knob_harsher,
             "illustrative": prof.illustrative, "citation": prof.citation or None,
+            "description": prof.description or None, "provenance": prof.provenance,
             "iid": prof.is_iid,
         }
     return {
@@ -300,6 +310,11 @@ def _section(c: dict, out_dir: Path, embed: bool, confidence: float) -> str:
                          f"–{_num(p['knob_max'])} {_e(unit)}; harsher = {_e(p['knob_harsher'])}"],
                 ["citation", _e(p["citation"] or "none recorded")],
             ]
+            if p.get("description"):
+                prof_rows.append(["description", _e(p["description"])])
+            if p.get("provenance"):
+                prof_rows.append(["provenance", _e(", ".join(
+                    f"{k}: {v}" for k, v in p["provenance"].items()))])
     else:
         prof_rows = [["profile", "not recorded"]]
     set_rows = [

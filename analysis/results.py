@@ -95,16 +95,33 @@ class ProfileInfo:
 
     @property
     def citation(self) -> str:
-        """The profile's source / citation text ('' if it has none)."""
-        for key in ("citation", "source", "reference"):
+        """The profile's sources / citation, '; '-joined ('' if it has none)."""
+        for key in ("sources", "citation", "source", "reference"):
             val = self.profile.get(key)
             if isinstance(val, str) and val.strip():
                 return val.strip()
+            if isinstance(val, list | tuple):
+                items = [str(v).strip() for v in val if str(v).strip()]
+                if items:
+                    return "; ".join(items)
             if isinstance(val, dict):
                 text = val.get("citation") or val.get("text") or val.get("title")
                 if text:
                     return str(text).strip()
         return ""
+
+    @property
+    def description(self) -> str:
+        val = self.profile.get("description")
+        return val.strip() if isinstance(val, str) else ""
+
+    @property
+    def provenance(self) -> dict[str, str]:
+        """Part of the profile -> 'measured' / 'fitted' / 'illustrative' / ... as recorded."""
+        return {
+            k: str(v["provenance"]) for k, v in self.profile.items()
+            if isinstance(v, dict) and v.get("provenance")
+        }
 
     @property
     def is_iid(self) -> bool:

@@ -7,7 +7,8 @@ Contents (all draws from a fixed seed):
   BER = 0.5 erfc((V - 0.55) / (0.05 sqrt 2)), energy = (V / Vnom)^2), `n_chips` chips;
 - a 'ber' campaign on the synthetic i.i.d. profile (knob = BER, nominal 0, harsher 'higher',
   no energy model);
-- a 'sensitivity' campaign with per-layer and per-bit rows at BER 1e-2;
+- a 'sensitivity' campaign at BER 1e-2: per-layer and per-bit rows, and the full read
+  (every layer and bit exposed) as ordinary samples at its one point;
 - margins for the clean point (every chip) and one faulty point (chip 0) of the sweeps.
 Chips share their fault draws across models (common random numbers): a chip's
 "weakness" multiplies the BER it sees for both models.
@@ -186,6 +187,14 @@ def _add_sensitivity(con, cid, n_images, n_chips, rng) -> None:
     layer_share = {"conv1": 0.15, "conv2": 0.35, "fc1": 0.8, "fc2": 0.25}
     for m in MODELS:
         full_drop = m.clean_accuracy - float(expected_accuracy(m, ber))
+        for c in range(n_chips):  # the full read (every layer and bit) is a normal sample
+            n_correct = round((m.clean_accuracy - full_drop * float(
+                np.exp(0.1 * rng.standard_normal()))) * n_images)
+            con.execute(
+                "INSERT INTO samples VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, 0.5, ?, ?)",
+                (cid, m.model_hash, c, 1000 + c, n_images, n_correct, n_correct / n_images,
+                 1.0, 0, 0, VERSION, CREATED),
+            )
         targets = [("layer", name, share) for name, share in layer_share.items()]
         targets += [("bit", str(b), 4.0 ** (b - (WEIGHT_BITS - 1))) for b in range(WEIGHT_BITS)]
         for target, name, share in targets:

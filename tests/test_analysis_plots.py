@@ -116,6 +116,10 @@ def test_sensitivity_bars(results, store, target, names):
     heights = np.array([p.get_height() for p in ax.patches[: len(names)]])  # first model
     sens = camp.sensitivity[CE.model_hash][target]
     np.testing.assert_allclose(heights, 100 * (CE.clean_accuracy - sens.accuracy.mean(axis=1)))
+    full = [ln for ln in ax.get_lines() if ln.get_label().endswith(f"all {target}s at once")]
+    assert len(full) == 2  # reference line per model: every layer / bit at once
+    assert full[0].get_ydata()[0] == pytest.approx(
+        100 * (CE.clean_accuracy - np.mean(camp.samples[CE.model_hash].accuracy[0])))
     assert plot_sensitivity(results, _camp(results, store.knob_campaign), target) is None
 
 

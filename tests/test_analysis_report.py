@@ -88,7 +88,10 @@ def test_summary_content(store, content):
     assert models[CE.label]["clean_accuracy_pct"] == pytest.approx(90.5)
     assert models[MCEL.label]["reference_mean_margin"] > models[CE.label]["reference_mean_margin"]
     sens = _camp(content, store.sensitivity_campaign)["sensitivity"]
-    assert {r["name"] for r in sens["bit"]} == {"0", "1", "2", "3"}
+    assert [r["name"] for r in sens["bit"] if r["model"] == CE.label] == [
+        "(all at once)", "0", "1", "2", "3"]
+    every = next(r for r in sens["layer"] if r["model"] == MCEL.label)
+    assert every["n"] == store.n_chips and every["mean_pp"] > 0
     json.dumps(content, allow_nan=False)  # no NaN leaks into the JSON
 
 
