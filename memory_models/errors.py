@@ -25,6 +25,7 @@ from memory_models.sampling import (
     iid_cells,
     setdiff_sorted,
     stream,
+    union_sorted,
 )
 from memory_models.usererror import UserInputError
 
@@ -129,7 +130,9 @@ class CellMap:
         line = self.line_ids(pos)
         chunk = line // LINE_CHUNK
         out = np.zeros(pos.shape, bool)
-        for c in np.unique(chunk):
+        if pos.size == 0:
+            return out
+        for c in range(int(chunk.min()), int(chunk.max()) + 1):
             key = (purpose, int(c))
             flags = self._chunks.get(key)
             if flags is None:
@@ -137,7 +140,8 @@ class CellMap:
                     self.spatial.weak_fraction
                 self._chunks[key] = flags
             sel = chunk == c
-            out[sel] = flags[line[sel] % LINE_CHUNK]
+            if sel.any():
+                out[sel] = flags[line[sel] % LINE_CHUNK]
         return out
 
     def multiplier(self, pos: np.ndarray) -> np.ndarray:
@@ -259,7 +263,8 @@ class Chip:
         base = draw_base(_need_rng(rng, "Chip.read"))
         t01 = self._transient("p01", r.p01, ranges, base)
         t10 = self._transient("p10", r.p10, ranges, base)
-        return FaultSet(np.union1d(pers.f01, t01), np.union1d(pers.f10, t10), pers.s0, pers.s1)
+        return FaultSet(union_sorted(pers.f01, t01), union_sorted(pers.f10, t10), pers.s0,
+                        pers.s1)
 
     def read(self, words: np.ndarray, bits: int, knob: float,
              rng: np.random.Generator | None) -> np.ndarray:

@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from memory_models.encoding import check_bits
-from memory_models.sampling import FaultSet, Ranges, setdiff_sorted
+from memory_models.sampling import (
+    FaultSet,
+    Ranges,
+    intersect_sorted,
+    setdiff_sorted,
+    union_sorted,
+)
 from memory_models.usererror import UserInputError
 
 LAYOUTS = ("word", "bitplane")
@@ -93,7 +99,7 @@ def apply_faults(codes: np.ndarray, region: Region, faults: FaultSet
         return a[np.searchsorted(a, lo): np.searchsorted(a, hi)] - lo
 
     s0, s1 = local(faults.s0), local(faults.s1)
-    stuck = np.union1d(s0, s1)
+    stuck = union_sorted(s0, s1)
     f01 = setdiff_sorted(local(faults.f01), stuck)
     f10 = setdiff_sorted(local(faults.f10), stuck)
     ks, js = [], []
@@ -109,7 +115,7 @@ def apply_faults(codes: np.ndarray, region: Region, faults: FaultSet
         counts[name] = int(hit.sum())
         ks.append(k[hit])
         js.append(j[hit])
-    both = np.intersect1d(f01, f10)  # a cell in both sets is one faulty cell
+    both = intersect_sorted(f01, f10)  # a cell in both sets is one faulty cell
     if both.size:
         n_faulty -= int(region.weight_bit(both)[2].sum())
     counts["faults"] = n_faulty
@@ -118,9 +124,14 @@ def apply_faults(codes: np.ndarray, region: Region, faults: FaultSet
     counts["changed_bits"] = int(k.size)
     if k.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, codes.dtype), counts
-    idx, inv = np.unique(k, return_inverse=True)
+    order = np.argsort(k, kind="stable")
+    k, bit = k[order], np.left_shift(np.int64(1), j[order])
+    first = np.ones(k.size, bool)
+    first[1:] = k[1:] != k[:-1]
+    starts = np.flatnonzero(first)
+    idx = k[starts]
     # every (k, j) toggles once, so the sum of 1 << j over a weight is its XOR mask
-    mask = np.bincount(inv, weights=np.left_shift(1, j).astype(np.float64)).astype(np.int64)
+    mask = np.add.reduceat(bit, starts)
     new = (codes[idx].astype(np.int64) ^ mask).astype(codes.dtype)
     return idx, new, counts
 

@@ -6,8 +6,9 @@ faults of a cell range do not depend on which other ranges are read, in which or
 how the address space is split into reads.
 
 Within a block, the cells failing at rate r are an exact Bernoulli(r) subset: a binomial
-count k ~ Bin(2^20, r), then k distinct positions (Floyd's algorithm, O(k)). Never one
-random number per bit.
+count k ~ Bin(2^20, r) (drawn for 1024 blocks at a time from a keyed count stream), then k
+distinct positions (Floyd's algorithm, O(k)) from the block's own stream, created only
+when k > 0. Never one random number per bit.
 
 Nested (persistent) faults use fixed rate tiers: tier t holds the cells whose latent
 uniform U lies in [2^(t-33), 2^(t-32)) (tier 0: [0, 2^-32)), each tier drawn from its own
@@ -35,6 +36,8 @@ TRANSIENT = {"p01": 11, "p10": 12, "sa0": 13, "sa1": 14}
 WEAK_COLUMNS = 21
 WEAK_ROWS = 22
 LINE_CHUNK = 1 << 16  # weak-line flags are drawn in chunks of 2^16 lines
+COUNT_CHUNK = 1024  # per-block fault counts are drawn in chunks of 1024 blocks
+COUNT_OFFSET = 100  # purpose of the count streams = purpose + COUNT_OFFSET
 
 
 def stream(entropy: int, *key: int) -> np.random.Generator:
@@ -95,9 +98,28 @@ class Ranges:
 WeightFn = Callable[[np.ndarray], np.ndarray]
 
 
-def bernoulli_block(rng: np.random.Generator, rate: float) -> np.ndarray:
-    """Positions (int64, unsorted) of an exact Bernoulli(rate) subset of one block."""
-    k = int(rng.binomial(BLOCK, rate))
+def block_counts(entropy: int, purpose: int, blocks: np.ndarray, rate: float,
+                 *extra: int) -> np.ndarray:
+    """Binomial(2^20, rate) fault counts of the given blocks.
+
+    Counts come from one stream per chunk of `COUNT_CHUNK` blocks, keyed
+    (purpose + COUNT_OFFSET, *extra, chunk), so a block's count does not depend on which
+    other blocks are asked for, and blocks without faults cost no stream of their own.
+    """
+    out = np.zeros(blocks.size, np.int64)
+    if blocks.size == 0:
+        return out
+    chunks = blocks // COUNT_CHUNK
+    for c in np.unique(chunks):
+        counts = stream(entropy, purpose + COUNT_OFFSET, *extra, int(c)).binomial(
+            BLOCK, rate, size=COUNT_CHUNK)
+        sel = chunks == c
+        out[sel] = counts[blocks[sel] % COUNT_CHUNK]
+    return out
+
+
+def block_positions(rng: np.random.Generator, k: int) -> np.ndarray:
+    """k distinct positions (int64, unsorted) in one block: uniform, O(k) (Floyd)."""
     if k == 0:
         return np.zeros(0, np.int64)
     return rng.choice(BLOCK, size=k, replace=False, shuffle=False).astype(np.int64)
@@ -116,9 +138,11 @@ def iid_cells(entropy: int, purpose: int, rate: float, ranges: Ranges,
         return np.zeros(0, np.int64)
     rate = min(rate, 1.0)
     out = []
-    for b in ranges.blocks():
+    blocks = ranges.blocks()
+    counts = block_counts(entropy, purpose, blocks, rate)
+    for b, k in zip(blocks[counts > 0], counts[counts > 0]):
         rng = stream(entropy, purpose, int(b))
-        pos = bernoulli_block(rng, rate) + (int(b) << BLOCK_SHIFT)
+        pos = block_positions(rng, int(k)) + (int(b) << BLOCK_SHIFT)
         if weight is not None:
             u = rng.random(pos.size)
             keep = u * rate < rate_fn(weight(pos))
@@ -152,11 +176,12 @@ class NestedCells:
         lo, hi = tier_edges(t)
         c = (hi - lo) / (1.0 - lo)  # P(U < hi | U >= lo)
         new_pos, new_u = [], []
-        for b in range(self.n_blocks):
+        blocks = np.arange(self.n_blocks)
+        counts = block_counts(self.entropy, self.purpose, blocks, c, t)
+        for b in np.flatnonzero(counts):
+            b = int(b)
             rng = stream(self.entropy, self.purpose, b, t)
-            pos = bernoulli_block(rng, c)
-            if pos.size == 0:
-                continue
+            pos = block_positions(rng, int(counts[b]))
             u = lo + (hi - lo) * rng.random(pos.size)
             pos.sort()  # u is i.i.d., so pairing it with the sorted positions stays exact
             lower = self._lower[b]
@@ -222,6 +247,27 @@ class FaultSet:
 
     def restrict(self, ranges: Ranges) -> FaultSet:
         return FaultSet(*(a[ranges.contains(a)] for a in (self.f01, self.f10, self.s0, self.s1)))
+
+
+def union_sorted(*arrays: np.ndarray) -> np.ndarray:
+    """Sorted union of sorted unique int64 arrays (np.union1d without its hash pass)."""
+    parts = [a for a in arrays if a.size]
+    if not parts:
+        return np.zeros(0, np.int64)
+    if len(parts) == 1:
+        return parts[0]
+    out = np.sort(np.concatenate(parts), kind="stable")  # timsort merges the sorted runs
+    keep = np.ones(out.size, bool)
+    keep[1:] = out[1:] != out[:-1]
+    return out[keep]
+
+
+def intersect_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Elements of sorted unique a that are in sorted unique b."""
+    if a.size == 0 or b.size == 0:
+        return a[:0]
+    j = np.minimum(np.searchsorted(b, a), b.size - 1)
+    return a[b[j] == a]
 
 
 def setdiff_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
