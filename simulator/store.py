@@ -20,6 +20,7 @@ it); `.json` writes every table except the margin blobs as lists of row objects.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
@@ -98,6 +99,7 @@ SENSITIVITY_COLUMNS = (
 )
 
 
+@functools.cache
 def mcelsim_version() -> str:
     """Installed mcelsim version ('unknown' when not installed)."""
     from importlib import metadata
