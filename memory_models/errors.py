@@ -6,6 +6,7 @@ All rates are per cell, conditional on the stored bit (see `FlipRates`).
 
 from __future__ import annotations
 
+from functools import partial
 from os import PathLike
 
 import numpy as np
@@ -168,9 +169,10 @@ class CellMap:
         return m
 
     def weight_fn(self, direction: str):
+        """A picklable per-cell weight function for `direction`, or None if all are 1."""
         if not (self.clustered or self.polarized):
             return None
-        return lambda pos: self.weight(direction, pos)
+        return partial(self.weight, direction)
 
 
 class Chip:

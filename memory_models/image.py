@@ -258,12 +258,23 @@ class MemoryImage:
                 total[key] += cnt[key]
         return ReadResult(changes, total, per)
 
+    def values(self, result: ReadResult, name: str, encoding: str) -> np.ndarray:
+        """The decoded integers (int16) of region `name` as read in `result`."""
+        return decoded(self, result, name, encoding)
+
     def corrupted(self, result: ReadResult, name: str) -> np.ndarray:
         """The codes of `name` as read in `result` (a full copy, in the added shape)."""
         out = self._codes[name].copy()
         idx, new = result.changes[name]
         out[idx] = new
         return out.reshape(self._regions[name].shape)
+
+
+def decoded(image: MemoryImage, result: ReadResult, name: str, encoding: str) -> np.ndarray:
+    """The integers of region `name` as read in `result` (decode of `image.corrupted`)."""
+    from memory_models.encoding import decode
+
+    return decode(image.corrupted(result, name), image.region(name).bits, encoding)
 
 
 def corrupt_words(source, words: np.ndarray, bits: int, knob: float | None,

@@ -496,12 +496,11 @@ def list_profiles() -> list[str]:
     return sorted(p.name[:-5] for p in _builtin_dir().iterdir() if p.name.endswith(".toml"))
 
 
-def load_profile(name_or_path: str | PathLike[str], clamp: bool = False) -> Profile:
-    """Load a built-in profile by name, or a user profile from a .toml path.
-
-    Raises UserInputError (naming the file and field) for anything wrong with the input.
+def load_profile(name_or_path: str | PathLike[str] | Profile) -> Profile:
+    """Load a built-in profile by name, or a user profile from a .toml path (a Profile is
+    returned as is). Raises UserInputError (naming the file and field) for bad input;
+    clamping the knob is per call of `Profile.rates`.
     """
-    del clamp  # reserved; clamping is per call of `rates`
     if isinstance(name_or_path, Profile):
         return name_or_path
     s = str(name_or_path)

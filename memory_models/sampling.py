@@ -1,14 +1,16 @@
 """Fault sampling in O(number of faults), keyed so that every draw is reproducible.
 
 The cell address space is cut into blocks of `BLOCK` = 2^20 cells. Every draw for block `b`
-comes from its own stream `SeedSequence(entropy, spawn_key=(purpose, b, ...))`, so the
-faults of a cell range do not depend on which other ranges are read, in which order, or
-how the address space is split into reads.
+is keyed by (entropy, purpose, b, tier): its fault count by the numpy stream
+`SeedSequence(entropy, spawn_key=(purpose + 100, [tier,] b // 1024))` (element b % 1024),
+its positions and latent uniforms by the counter-based stream (entropy, purpose, b, tier).
+So the faults of a cell range do not depend on which other ranges are read, in which
+order, or how the address space is split into reads.
 
 Within a block, the cells failing at rate r are an exact Bernoulli(r) subset: a binomial
-count k ~ Bin(2^20, r) (drawn for 1024 blocks at a time from a keyed count stream), then k
-distinct positions (Floyd's algorithm, O(k)) from the block's own stream, created only
-when k > 0. Never one random number per bit.
+count k ~ Bin(2^20, r) (drawn for 1024 blocks at a time from a keyed numpy stream), then k
+distinct positions from the block's counter-based stream (numba kernel, O(k); see
+`_kernels`). Never one random number per bit.
 
 Nested (persistent) faults use fixed rate tiers: tier t holds the cells whose latent
 uniform U lies in [2^(t-33), 2^(t-32)) (tier 0: [0, 2^-32)), each tier drawn from its own
@@ -118,11 +120,31 @@ def block_counts(entropy: int, purpose: int, blocks: np.ndarray, rate: float,
     return out
 
 
-def block_positions(rng: np.random.Generator, k: int) -> np.ndarray:
-    """k distinct positions (int64, unsorted) in one block: uniform, O(k) (Floyd)."""
-    if k == 0:
-        return np.zeros(0, np.int64)
-    return rng.choice(BLOCK, size=k, replace=False, shuffle=False).astype(np.int64)
+def entropy64(seed: int) -> int:
+    """Any non-negative integer seed -> 64 bits of entropy (via SeedSequence's hash)."""
+    return int(np.random.SeedSequence(int(seed)).generate_state(1, np.uint64)[0])
+
+
+def block_cells(entropy: int, purpose: int, tier: int, blocks: np.ndarray, counts: np.ndarray,
+                want_u: bool) -> tuple[np.ndarray, np.ndarray]:
+    """counts[i] distinct uniform cells of block blocks[i] (global positions, block order,
+    not sorted inside a block) and, with want_u, an i.i.d. uniform [0, 1) per cell.
+
+    Keyed counter-based draws (`_kernels._block_positions`): O(cells), no per-block stream.
+    """
+    from memory_models._kernels import _block_positions
+
+    sel = counts > 0
+    blocks = np.ascontiguousarray(blocks[sel], dtype=np.int64)
+    counts = np.ascontiguousarray(counts[sel], dtype=np.int64)
+    total = int(counts.sum())
+    pos = np.empty(total, np.int64)
+    u = np.empty(total if want_u else 0, np.float64)
+    if total:
+        n = _block_positions(np.uint64(entropy64(entropy)), np.uint64(purpose), np.uint64(tier),
+                             blocks, counts, BLOCK_SHIFT, want_u, pos, u)
+        assert n == total
+    return pos, u
 
 
 def iid_cells(entropy: int, purpose: int, rate: float, ranges: Ranges,
@@ -134,25 +156,19 @@ def iid_cells(entropy: int, purpose: int, rate: float, ranges: Ranges,
     (which must bound every cell's rate) and a candidate at cell i is kept with probability
     rate_fn(weight(i)) / rate (exact thinning).
     """
+    del wmax
     if rate <= 0.0:
         return np.zeros(0, np.int64)
     rate = min(rate, 1.0)
-    out = []
     blocks = ranges.blocks()
     counts = block_counts(entropy, purpose, blocks, rate)
-    for b, k in zip(blocks[counts > 0], counts[counts > 0]):
-        rng = stream(entropy, purpose, int(b))
-        pos = block_positions(rng, int(k)) + (int(b) << BLOCK_SHIFT)
-        if weight is not None:
-            u = rng.random(pos.size)
-            keep = u * rate < rate_fn(weight(pos))
-            pos = pos[keep]
-        out.append(pos[ranges.contains(pos)])
-    if not out:
-        return np.zeros(0, np.int64)
-    res = np.concatenate(out)
-    res.sort()
-    return res
+    pos, u = block_cells(entropy, purpose, 0, blocks, counts, weight is not None)
+    keep = ranges.contains(pos)
+    if weight is not None:
+        keep &= u * rate < rate_fn(weight(pos))
+    out = pos[keep]
+    out.sort()
+    return out
 
 
 class NestedCells:
@@ -169,37 +185,28 @@ class NestedCells:
         self.weight, self.wmax = weight, float(wmax)
         self.n_blocks = (self.n_bits + BLOCK - 1) >> BLOCK_SHIFT
         self.done = -1  # highest tier generated
-        self._lower: list[np.ndarray] = [np.zeros(0, np.int64) for _ in range(self.n_blocks)]
+        self._below = np.zeros(0, np.int64)  # sorted cells of all generated tiers
         self._tiers: list[tuple[np.ndarray, np.ndarray]] = []  # per tier: (global pos, e)
 
     def _generate(self, t: int) -> None:
         lo, hi = tier_edges(t)
         c = (hi - lo) / (1.0 - lo)  # P(U < hi | U >= lo)
-        new_pos, new_u = [], []
-        blocks = np.arange(self.n_blocks)
+        blocks = np.arange(self.n_blocks, dtype=np.int64)
         counts = block_counts(self.entropy, self.purpose, blocks, c, t)
-        for b in np.flatnonzero(counts):
-            b = int(b)
-            rng = stream(self.entropy, self.purpose, b, t)
-            pos = block_positions(rng, int(counts[b]))
-            u = lo + (hi - lo) * rng.random(pos.size)
-            pos.sort()  # u is i.i.d., so pairing it with the sorted positions stays exact
-            lower = self._lower[b]
-            if lower.size:
-                j = np.minimum(np.searchsorted(lower, pos), lower.size - 1)
-                fresh = lower[j] != pos  # not already below this tier
-                pos, u = pos[fresh], u[fresh]
-            g = pos + (b << BLOCK_SHIFT)
-            inside = g < self.n_bits
-            pos, g, u = pos[inside], g[inside], u[inside]
-            if pos.size:
-                # merge two sorted, disjoint runs (timsort: linear)
-                self._lower[b] = np.sort(np.concatenate([lower, pos]), kind="stable")
-                new_pos.append(g)
-                new_u.append(u)
+        g, u = block_cells(self.entropy, self.purpose, t, blocks, counts, True)
+        u = lo + (hi - lo) * u  # U of a tier-t cell is uniform on [lo, hi)
+        below = self._below
+        if below.size and g.size:
+            j = np.minimum(np.searchsorted(below, g), below.size - 1)
+            fresh = below[j] != g  # drop cells already in a lower tier
+            g, u = g[fresh], u[fresh]
+        inside = g < self.n_bits
+        g, u = g[inside], u[inside]
+        order = np.argsort(g, kind="stable")
+        g, u = g[order], u[order]
+        # merge two sorted, disjoint runs (timsort: linear)
+        self._below = np.sort(np.concatenate([below, g]), kind="stable") if g.size else below
         self.done = t
-        g = np.concatenate(new_pos) if new_pos else np.zeros(0, np.int64)
-        u = np.concatenate(new_u) if new_u else np.zeros(0, np.float64)
         if self.weight is not None and g.size:
             w = self.weight(g)
             with np.errstate(divide="ignore"):

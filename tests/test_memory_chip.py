@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from naive import memory as naive
 from scipy import stats
 
 from memory_models import BitErrorModel, Chip, MemoryImage, UserInputError
 from memory_models.profile import parse_profile
-from memory_models.sampling import BLOCK, NestedCells, Ranges, iid_cells
+from memory_models.sampling import BLOCK, NestedCells, Ranges, block_cells, entropy64, iid_cells
 
 ALPHA = 1e-6  # two-sided: a correct sampler fails one of these checks about once a million
 
@@ -118,6 +119,28 @@ def test_bit_error_model_same_rng_same_faults():
 
 
 # ------------------------------------------------------------------ sampling kernels
+
+def test_block_kernel_matches_naive_and_is_per_block():
+    blocks = np.array([0, 5, 6, 1000], np.int64)
+    counts = np.array([3, 0, 50, 7], np.int64)
+    pos, u = block_cells(77, 3, 9, blocks, counts, True)
+    assert pos.size == u.size == 60
+    o = 0
+    for b, k in zip(blocks, counts):
+        cells, us = naive.block_cells(entropy64(77), 3, 9, int(b), int(k))
+        assert list(pos[o:o + k]) == cells
+        assert list(u[o:o + k]) == us
+        o += k
+    alone, _ = block_cells(77, 3, 9, blocks[2:3], counts[2:3], False)
+    np.testing.assert_array_equal(alone, pos[3:53])  # a block's cells do not depend on others
+
+
+def test_block_kernel_high_fill_is_distinct():
+    pos, _ = block_cells(1, 1, 0, np.array([2], np.int64), np.array([BLOCK - 5], np.int64),
+                         False)
+    assert np.unique(pos).size == BLOCK - 5
+    assert pos.min() >= 2 * BLOCK and pos.max() < 3 * BLOCK
+
 
 @pytest.mark.parametrize("rate", [3e-6, 1e-4, 0.0123, 0.4])
 def test_iid_cells_binomial_and_in_range(rate):

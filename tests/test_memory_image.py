@@ -176,3 +176,26 @@ def test_ranges_merge_and_contains():
     np.testing.assert_array_equal(r.hi, [5, 30])
     np.testing.assert_array_equal(r.contains(np.array([0, 4, 5, 9, 10, 29, 30])),
                                   [1, 1, 0, 0, 1, 1, 0])
+
+
+def test_values_decode_the_read_codes():
+    from memory_models import decode, encode
+
+    v = np.arange(-8, 8).repeat(50)
+    img = MemoryImage(layout="bitplane", columns=64)
+    img.add("w", encode(v, 4, "twos-complement"), 4)
+    clean = img.read(BitErrorModel(0, 0), np.random.default_rng(0))
+    np.testing.assert_array_equal(img.values(clean, "w", "twos-complement"), v)
+    res = img.read(BitErrorModel(0.1, 0.1), np.random.default_rng(1))
+    np.testing.assert_array_equal(img.values(res, "w", "twos-complement"),
+                                  decode(img.corrupted(res, "w"), 4, "twos-complement"))
+
+
+def test_chip_state_is_plain_data():
+    """Campaign workers may ship chips between processes: no lambdas or closures inside."""
+    from functools import partial
+
+    chip = Chip(load_profile("dram-refresh-70c"), 1 << 16, seed=1)
+    assert isinstance(chip.cells.weight_fn("p10"), partial)
+    assert chip.persistent(2048).f10.size == Chip(load_profile("dram-refresh-70c"), 1 << 16,
+                                                  seed=1).persistent(2048).f10.size

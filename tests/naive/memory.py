@@ -82,3 +82,35 @@ def cell_geometry(pos: int, rows: int, columns: int) -> tuple[int, int, int]:
     array = pos // (rows * columns)
     rest = pos - array * rows * columns
     return array, rest // columns, rest % columns
+
+
+_MASK = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def splitmix(z: int) -> int:
+    """SplitMix64 finalizer on Python ints (mod 2^64)."""
+    z &= _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)
+
+
+def block_cells(entropy: int, purpose: int, tier: int, block: int, k: int,
+                block_shift: int = 20) -> tuple[list[int], list[float]]:
+    """k distinct cells of one block and their uniforms, one draw at a time."""
+    key = splitmix(entropy + _GOLDEN)
+    for x in (purpose, block, tier):
+        key = splitmix(key + (x + 1) * _GOLDEN)
+    ctr, taken, cells = 0, set(), []
+    while len(cells) < k:
+        ctr += 1
+        off = splitmix(key + ctr * _GOLDEN) >> (64 - block_shift)
+        if off not in taken:
+            taken.add(off)
+            cells.append((block << block_shift) + off)
+    us = []
+    for _ in range(k):
+        ctr += 1
+        us.append((splitmix(key + ctr * _GOLDEN) >> 11) * 2.0**-53)
+    return cells, us

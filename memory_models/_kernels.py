@@ -1,0 +1,79 @@
+"""numba kernels of memory_models (private; `memory_models.sampling` validates and calls them).
+
+Random numbers here come from a counter-based generator: draw i of stream `key` is
+SplitMix64(key + i * GOLDEN) (the SplitMix64 sequence started at `key`), and the key of a
+(entropy, purpose, block, tier) stream is built by chaining the same mix. No state is
+shared between streams, so any block can be drawn alone, in any order, on any thread.
+All arithmetic is uint64 and wraps modulo 2^64 by design.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+# numba flags of this package, in one place (never fastmath: results must be bit-exact)
+NJIT = {"cache": True, "nogil": True}
+
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64 increment
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_ONE = np.uint64(1)
+_INV53 = 1.0 / 9007199254740992.0  # 2^-53
+
+
+@numba.njit(**NJIT)
+def _mix(z):
+    """SplitMix64 finalizer of a uint64 (a bijection with full avalanche)."""
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+@numba.njit(**NJIT)
+def _stream_key(entropy, purpose, block, tier):
+    """Key of stream (entropy, purpose, block, tier); all arguments uint64."""
+    k = _mix(entropy + GOLDEN)
+    k = _mix(k + (purpose + _ONE) * GOLDEN)
+    k = _mix(k + (block + _ONE) * GOLDEN)
+    return _mix(k + (tier + _ONE) * GOLDEN)
+
+
+@numba.njit(**NJIT)
+def _block_positions(entropy, purpose, tier, blocks, counts, block_shift, want_u,
+                     out_pos, out_u):
+    """Distinct random cells of each block: block blocks[i] gets counts[i] cells.
+
+    Offsets are the top `block_shift` bits of successive draws, a repeat within the block
+    being redrawn (the first k distinct values of an i.i.d. uniform sequence form a uniform
+    k-subset). With want_u, each cell then gets a uniform in [0, 1) from the next draws
+    (53-bit). Writes global positions (block << block_shift | offset) in block order to
+    out_pos (int64) and the uniforms to out_u; returns the number written.
+    """
+    size = np.int64(1) << block_shift
+    seen = np.zeros(size >> 6, np.uint64)  # bitmap of offsets taken in this block
+    top = np.uint64(64 - block_shift)
+    o = 0
+    for i in range(blocks.size):
+        key = _stream_key(entropy, purpose, np.uint64(blocks[i]), tier)
+        base = np.int64(blocks[i]) << block_shift
+        ctr = np.uint64(0)
+        start = o
+        for _ in range(counts[i]):
+            while True:
+                ctr += _ONE
+                off = _mix(key + ctr * GOLDEN) >> top  # top bits: exactly uniform
+                w = np.int64(off >> np.uint64(6))
+                bit = _ONE << (off & np.uint64(63))
+                if (seen[w] & bit) == np.uint64(0):
+                    seen[w] |= bit
+                    break
+            out_pos[o] = base + np.int64(off)
+            o += 1
+        if want_u:
+            for j in range(start, o):
+                ctr += _ONE
+                out_u[j] = np.float64(_mix(key + ctr * GOLDEN) >> np.uint64(11)) * _INV53
+        for j in range(start, o):  # clear the bitmap for the next block
+            seen[(out_pos[j] - base) >> 6] = np.uint64(0)
+    return o
