@@ -86,8 +86,9 @@ def _model_entry(results: Results, h: str) -> dict:
         return {"model_hash": h, "label": labels.get(h, h[:8])}
     return {
         "model_hash": h, "label": labels[h], "path": m.path, "loss": m.loss or None,
-        "margin": m.margin, "arch": m.meta.get("arch"), "weight_bits": m.meta.get("weight_bits"),
-        "dataset": m.meta.get("dataset"), "clean_accuracy_pct": _f(100.0 * m.clean_accuracy),
+        "margin": m.margin, "arch": m.arch or None, "weight_bits": m.weight_bits,
+        "inject_ber": m.inject_ber, "dataset": m.dataset or None,
+        "clean_accuracy_pct": _f(100.0 * m.clean_accuracy),
         "clean_mean_margin": _f(m.clean_mean_margin), "n_images": m.n_images,
     }
 
@@ -270,6 +271,25 @@ def _knob_head(c: dict) -> str:
     return f"{p['knob_name']} ({p['knob_unit']})" if p["knob_unit"] else p["knob_name"]
 
 
+def _describe(c: dict) -> str:
+    """One sentence saying what the campaign is."""
+    p, s, n = c["profile"], c["settings"], len(c["points"])
+    models = ", ".join(m["label"] for m in c["models"])
+    if c["kind"] == "sensitivity":
+        ber = c["points"][0]["ber"] if c["points"] else None
+        what = f"Per-layer and per-bit sensitivity at BER {_ber(ber)}"
+    elif p is not None and not p["iid"]:
+        ks = [pt["knob"] for pt in c["points"] if pt["knob"] is not None]
+        rng = f" from {min(ks):.4g} to {max(ks):.4g} {p['knob_unit']}" if ks else ""
+        what = f"Sweep of {p['knob_name']} on {p['name']}{rng} ({n} points)"
+    else:
+        bs = [pt["ber"] for pt in c["points"] if pt["ber"] is not None]
+        rng = f" from {_ber(min(bs))} to {_ber(max(bs))}" if bs else ""
+        what = f"i.i.d. bit-error sweep{rng} ({n} points)"
+    return (f"{what}; {s['chips']} chips; {s['encoding'] or '?'} encoding; models: "
+            f"{models or 'none yet'}.")
+
+
 def _figure_html(fig: dict, out_dir: Path, embed: bool) -> str:
     path = Path(fig["path"])
     caption = _e(fig["caption"])
@@ -296,6 +316,7 @@ def _section(c: dict, out_dir: Path, embed: bool, confidence: float) -> str:
                  "</span></h2>")
     p = c["profile"]
     s = c["settings"]
+    parts.append(f'<p class="lead">{_e(_describe(c))}</p>')
     if p is not None:
         flag = ('<span class="flag">illustrative</span>' if p["illustrative"]
                 else '<span class="ok">sourced</span>')
@@ -333,14 +354,17 @@ def _section(c: dict, out_dir: Path, embed: bool, confidence: float) -> str:
     mrows = []
     for m in c["models"]:
         ref = m.get("reference_accuracy")
+        loss = m.get("loss") or "–"
+        if m.get("inject_ber"):
+            loss += f" + injected BER {m['inject_ber']:g}"
         mrows.append([
-            _e(m["label"]), _e(m.get("loss") or "–"), _num(m.get("margin"), "g"),
+            _e(m["label"]), _e(m.get("arch") or "–"), _e(loss), _num(m.get("margin"), "g"),
             _e(m.get("weight_bits") or "–"), _num(m.get("clean_accuracy_pct"), ".2f"),
             _num(m.get("clean_mean_margin"), ".3g"), _num(m.get("reference_mean_margin"), ".3g"),
             _pm(ref["mean_pct"], ref["half_width_pct"]) if ref else "–",
         ])
     parts.append("<h3>Models</h3>" + _table(
-        ["model", "loss", "margin m", "weight bits", "clean accuracy (%)",
+        ["model", "arch", "loss", "margin m", "weight bits", "clean accuracy (%)",
          "clean mean logit margin", "mean margin at reference point",
          "accuracy at reference point (%)"], mrows))
 

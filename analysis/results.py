@@ -65,16 +65,63 @@ class ModelInfo:
     clean_mean_margin: float  # float logit units; NaN if not recorded
     n_images: int
 
+    def _get(self, key: str):
+        """A metadata value, at the top level or inside the 'model' / 'loss' sections."""
+        if self.meta.get(key) is not None:
+            return self.meta[key]
+        for section in ("model", "loss", "train"):
+            sub = self.meta.get(section)
+            if isinstance(sub, dict) and sub.get(key) is not None:
+                return sub[key]
+        return None
+
     @property
     def loss(self) -> str:
-        """Training loss from the checkpoint metadata ('ce', 'mcel', 'mhl', ...; '' if unknown)."""
-        return str(self.meta.get("loss", "") or "").lower()
+        """Training loss from the checkpoint metadata ('ce', 'mcel', 'mhl', ...; '' if unknown).
+
+        Accepts `"loss": "mcel"` as well as `"loss": {"name": "mcel", "margin": 32, ...}`.
+        """
+        val = self.meta.get("loss")
+        if isinstance(val, dict):
+            val = val.get("name")
+        return str(val or "").lower()
 
     @property
     def margin(self) -> float | None:
-        """MCEL / MHL margin parameter from the metadata, if any."""
-        m = self.meta.get("margin")
-        return None if m is None else float(m)
+        """MCEL / MHL margin parameter from the metadata, if any (float logit units)."""
+        m = self._get("margin")
+        if m is None and isinstance(self.meta.get("loss"), dict):
+            m = self.meta["loss"].get("mhl_b")
+        try:
+            return None if m is None else float(m)
+        except (TypeError, ValueError):
+            return None
+
+    @property
+    def arch(self) -> str:
+        return str(self._get("arch") or "")
+
+    @property
+    def weight_bits(self) -> int | None:
+        b = self._get("weight_bits")
+        return None if b is None else int(b)
+
+    @property
+    def dataset(self) -> str:
+        d = self.meta.get("dataset")
+        if isinstance(d, dict):
+            d = d.get("name")
+        return str(d or "")
+
+    @property
+    def inject_ber(self) -> float:
+        """Bit error rate injected while training (0 for plain training)."""
+        inj = self.meta.get("inject")
+        val = inj.get("ber") if isinstance(inj, dict) else self.meta.get("inject_ber")
+        try:
+            return float(val or 0.0)
+        except (TypeError, ValueError):
+            return 0.0
 
 
 @dataclass(frozen=True)

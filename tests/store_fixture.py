@@ -107,8 +107,14 @@ def create_schema(con: sqlite3.Connection) -> None:
 
 def _add_models(con: sqlite3.Connection, n_images: int) -> None:
     for m in MODELS:
-        meta = {"arch": "vgg3", "loss": m.loss, "margin": m.margin,
-                "weight_bits": WEIGHT_BITS, "dataset": "fashion-mnist"}
+        if m.loss == "ce":  # flat metadata
+            meta = {"arch": "vgg3", "loss": m.loss, "margin": m.margin,
+                    "weight_bits": WEIGHT_BITS, "dataset": "fashion-mnist"}
+        else:  # nested, as models.train writes it
+            meta = {"arch": "vgg3", "loss": {"name": m.loss, "margin": m.margin, "L": 100.0},
+                    "margin": m.margin, "model": {"arch": "vgg3", "weight_bits": WEIGHT_BITS},
+                    "dataset": {"name": "fashion-mnist", "num_classes": 10},
+                    "inject": {"ber": 0.0, "encoding": "offset-binary"}}
         con.execute(
             "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?)",
             (m.model_hash, m.label, f"runs/{m.label}.ckpt", json.dumps(meta),

@@ -41,7 +41,10 @@ def test_load_results_shapes(store):
     assert np.isnan(res.campaigns[1].points.energy).all()
     m = knob.margins[(MCEL.model_hash, 0, 0)]
     assert m.dtype == np.float32 and m.size == store.n_images
-    assert res.models[MCEL.model_hash].loss == "mcel" and res.models[MCEL.model_hash].margin == 32
+    for h, loss in ((CE.model_hash, "ce"), (MCEL.model_hash, "mcel")):  # flat and nested
+        m = res.models[h]
+        assert (m.loss, m.arch, m.weight_bits, m.dataset) == (loss, "vgg3", 4, "fashion-mnist")
+    assert res.models[MCEL.model_hash].margin == 32 and res.models[CE.model_hash].margin is None
     assert res.campaigns[2].n_chips == store.n_chips
 
 
