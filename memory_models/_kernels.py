@@ -77,3 +77,73 @@ def _block_positions(entropy, purpose, tier, blocks, counts, block_shift, want_u
         for j in range(start, o):  # clear the bitmap for the next block
             seen[(out_pos[j] - base) >> 6] = np.uint64(0)
     return o
+
+
+@numba.njit(**NJIT)
+def _region_events(codes, f01, f10, s0, s1, start, word_layout, bits, stride, per_word, plane,
+                   n, ev_k, ev_bit, counts):
+    """Merge the sorted fault lists of one region and list the bits that read differently.
+
+    f01 / f10 / s0 / s1: sorted global cells inside the region. A stuck cell reads its stuck
+    value (s0 wins over s1; they are disjoint anyway); otherwise a cell holding 0 in f01
+    reads 1 and a cell holding 1 in f10 reads 0. For every bit that changes, writes the
+    weight index to ev_k and 1 << j to ev_bit (int64), in cell order. counts (int64[6]):
+    faulty cells, flip01, flip10, sa0, sa1, changed bits. Returns the number of events.
+    Cells are mapped as in `image.Region.weight_bit`; padding cells are skipped.
+    """
+    i0 = 0
+    i1 = 0
+    i2 = 0
+    i3 = 0
+    big = np.int64(1) << 62
+    e = 0
+    while True:
+        c0 = f01[i0] if i0 < f01.size else big
+        c1 = f10[i1] if i1 < f10.size else big
+        c2 = s0[i2] if i2 < s0.size else big
+        c3 = s1[i3] if i3 < s1.size else big
+        c = min(min(c0, c1), min(c2, c3))  # next faulty cell
+        if c == big:
+            break
+        in01 = c0 == c
+        in10 = c1 == c
+        ins0 = c2 == c
+        ins1 = c3 == c
+        i0 += in01
+        i1 += in10
+        i2 += ins0
+        i3 += ins1
+        off = c - start
+        if word_layout:
+            word = off // stride
+            within = off - word * stride
+            slot = within // bits
+            j = within - slot * bits
+            k = word * per_word + slot
+            if slot >= per_word or k >= n:
+                continue  # padding cell of a word
+        else:
+            j = off // plane
+            k = off - j * plane
+            if k >= n or j >= bits:
+                continue  # padding cell of a plane
+        counts[0] += 1
+        stored = (np.int64(codes[k]) >> j) & 1  # the bit this cell holds
+        kind = -1
+        if ins0:
+            if stored == 1:
+                kind = 3
+        elif ins1:
+            if stored == 0:
+                kind = 4
+        elif in01 and stored == 0:
+            kind = 1
+        elif in10 and stored == 1:
+            kind = 2
+        if kind > 0:
+            counts[kind] += 1
+            counts[5] += 1
+            ev_k[e] = k
+            ev_bit[e] = np.int64(1) << j
+            e += 1
+    return e

@@ -20,13 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from memory_models.encoding import check_bits
-from memory_models.sampling import (
-    FaultSet,
-    Ranges,
-    intersect_sorted,
-    setdiff_sorted,
-    union_sorted,
-)
+from memory_models.sampling import FaultSet, Ranges
 from memory_models.usererror import UserInputError
 
 LAYOUTS = ("word", "bitplane")
@@ -93,39 +87,30 @@ def apply_faults(codes: np.ndarray, region: Region, faults: FaultSet
     stuck cells holding the other value, changed_bits = their sum, faults = faulty cells in
     the region (whether or not they changed the stored bit). Stuck cells win over flips.
     """
+    from memory_models._kernels import _region_events
+
     lo, hi = region.start, region.start + region.span
 
     def local(a: np.ndarray) -> np.ndarray:
-        return a[np.searchsorted(a, lo): np.searchsorted(a, hi)] - lo
+        return np.ascontiguousarray(a[np.searchsorted(a, lo): np.searchsorted(a, hi)],
+                                    dtype=np.int64)
 
-    s0, s1 = local(faults.s0), local(faults.s1)
-    stuck = union_sorted(s0, s1)
-    f01 = setdiff_sorted(local(faults.f01), stuck)
-    f10 = setdiff_sorted(local(faults.f10), stuck)
-    ks, js = [], []
-    counts = dict.fromkeys(COUNT_KEYS, 0)
-    n_faulty = 0
-    for name, cells, want in (("flip01", f01, 0), ("flip10", f10, 1), ("sa0", s0, 1),
-                              ("sa1", s1, 0)):
-        k, j, valid = region.weight_bit(cells)
-        k, j = k[valid], j[valid]
-        n_faulty += k.size
-        stored = (codes[k].astype(np.int64) >> j) & 1  # the bit each faulty cell holds
-        hit = stored == want  # the fault shows: the read value differs from the stored one
-        counts[name] = int(hit.sum())
-        ks.append(k[hit])
-        js.append(j[hit])
-    both = intersect_sorted(f01, f10)  # a cell in both sets is one faulty cell
-    if both.size:
-        n_faulty -= int(region.weight_bit(both)[2].sum())
-    counts["faults"] = n_faulty
-    k = np.concatenate(ks)
-    j = np.concatenate(js)
-    counts["changed_bits"] = int(k.size)
+    f01, f10, s0, s1 = (local(a) for a in (faults.f01, faults.f10, faults.s0, faults.s1))
+    size = f01.size + f10.size + s0.size + s1.size
+    ev_k = np.empty(size, np.int64)
+    ev_bit = np.empty(size, np.int64)
+    cnt = np.zeros(6, np.int64)
+    word = region.layout == "word"
+    n_ev = _region_events(codes, f01, f10, s0, s1, lo, word, region.bits, max(region.stride, 1),
+                          region.per_word, max(region.plane, 1), region.n, ev_k, ev_bit, cnt)
+    counts = dict(zip(("faults", "flip01", "flip10", "sa0", "sa1", "changed_bits"),
+                      (int(x) for x in cnt)))
+    k, bit = ev_k[:n_ev], ev_bit[:n_ev]
     if k.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, codes.dtype), counts
-    order = np.argsort(k, kind="stable")
-    k, bit = k[order], np.left_shift(np.int64(1), j[order])
+    if not word:  # bit planes: events come plane by plane, group them by weight
+        order = np.argsort(k, kind="stable")
+        k, bit = k[order], bit[order]
     first = np.ones(k.size, bool)
     first[1:] = k[1:] != k[:-1]
     starts = np.flatnonzero(first)
