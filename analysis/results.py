@@ -510,10 +510,16 @@ def load_results(path: str | PathLike[str], campaign: str | None = None) -> Resu
                 f"run {PRODUCER} first (or wait for it to write results)",
             )
         if campaign is not None and campaign not in ids:
-            shown = ", ".join(ids[:8]) + (" ..." if len(ids) > 8 else "")
-            raise UserInputError(
-                p, "--campaign", f"unknown campaign id {campaign!r}", f"use one of: {shown}"
-            )
+            prefixed = [i for i in ids if i.startswith(campaign)] if campaign else []
+            if len(prefixed) == 1:  # a unique prefix of a (hash) campaign id is enough
+                campaign = prefixed[0]
+            else:
+                kinds = dict(con.execute("SELECT campaign_id, kind FROM campaigns").fetchall())
+                shown = ", ".join(f"{i} ({kinds.get(i) or '?'})" for i in ids[:8])
+                shown += " ..." if len(ids) > 8 else ""
+                problem = (f"campaign id prefix {campaign!r} is ambiguous" if prefixed
+                           else f"unknown campaign id {campaign!r}")
+                raise UserInputError(p, "--campaign", problem, f"use one of: {shown}")
         campaigns = []
         for cid in [campaign] if campaign is not None else ids:
             row = con.execute(

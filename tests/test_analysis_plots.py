@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import numpy as np
 import pytest
 from matplotlib.collections import PolyCollection
@@ -139,3 +141,22 @@ def test_save_figures_writes_files(store, tmp_path, fmt, magic):
         assert f.path.suffix == f".{fmt}" and f.path.read_bytes()[:5].startswith(magic[:4])
     with pytest.raises(ValueError):
         save_figures(res, tmp_path, fmt="gif")
+
+
+def test_knob_plot_when_higher_is_harsher(tmp_path):
+    """A refresh-interval-like knob: harsher = 'higher'; the arrow and the safe point follow."""
+    fx = make_store(tmp_path / "r.db", n_chips=3)
+    con = sqlite3.connect(fx.path)
+    con.execute("UPDATE profiles SET knob_harsher='higher', knob_nominal=0.65, knob_name="
+                "'refresh interval', knob_unit='s' WHERE profile_hash='p-sram'")
+    con.commit()
+    con.close()
+    res = load_results(fx.path, campaign=fx.knob_campaign)
+    camp = res.campaigns[0]
+    sps = safe_points(res, camp)
+    # accuracy only rises above 0.65 in this data: every point is safe, the answer is the top
+    assert {sp.knob for sp in sps.values()} == {0.9}
+    fig = plot_accuracy_vs_knob(res, camp, safe_points=sps)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "harsher →" in texts and "nominal" in texts
+    assert fig.axes[0].get_xlabel() == "refresh interval (s)"

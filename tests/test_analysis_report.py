@@ -48,6 +48,12 @@ def test_load_results_shapes(store):
     assert res.campaigns[2].n_chips == store.n_chips
 
 
+def test_campaign_by_unique_prefix(store, capsys):
+    assert load_results(store.path, campaign="knob").campaigns[0].campaign_id == "knob-sram"
+    assert main(["plot", str(store.path), "--campaign", "", "--out", "x"]) == 2
+    assert "unknown campaign id" in _one_error_line(capsys)
+
+
 def test_paired_difference_equals_sql_join(store, content):
     """MCEL - CE joined on (campaign_id, point_index, chip_index), t-interval over chips."""
     con = sqlite3.connect(store.path)
