@@ -736,8 +736,8 @@ def run_campaign(
         while True:
             tasks = []
             total_new = 0
-            for h in hashes:
-                for c in range(target_chips):
+            for c in range(target_chips):  # chip-major: models stay paired when interrupted
+                for h in hashes:
                     pts = [p for p in need_points
                            if chips_per_point[p] <= c and sample_missing(h, p, c)]
                     reused = sum(1 for p in need_points

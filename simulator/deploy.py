@@ -69,7 +69,7 @@ class _Region:
     is_bias: bool
     bits: int
     encoding: str
-    codes: np.ndarray  # stored codes, flat, uint64
+    codes: np.ndarray  # stored codes, flat (uint8 / uint16; uint32 for biases)
     values: np.ndarray  # clean signed values, flat, the engine's dtype
     keep_mask: int  # bits whose errors reach the network (protected bits cleared)
     protected: bool  # whole layer in reliable memory
@@ -150,7 +150,7 @@ def _join_halves(codes32: np.ndarray, idx: np.ndarray, new16: np.ndarray
     """Changed 16-bit halves (idx into the split array) -> (bias idx, new 32-bit codes)."""
     b = idx // 2
     ub = np.unique(b)
-    out = codes32[ub].copy()
+    out = codes32[ub].astype(np.uint64)
     for half in (0, 1):  # one pass per half: a bias may change in both
         sel = (idx % 2) == half
         pos = np.searchsorted(ub, b[sel])
@@ -255,7 +255,7 @@ class DeployedNetwork:
             new = np.asarray(new).astype(np.uint64)
             if reg.split:
                 idx, new = _join_halves(reg.codes, idx, new)
-            old = reg.codes[idx]
+            old = reg.codes[idx].astype(np.uint64)
             diff = old ^ new
             counts["bit_errors"] += _popcount(diff)
             if reg.protected or (only_layer is not None and reg.layer != only_layer):
@@ -400,7 +400,7 @@ def deploy(
             is_bias=is_bias,
             bits=bits,
             encoding=enc,
-            codes=codes.astype(np.uint64),
+            codes=codes,
             values=values,
             keep_mask=keep,
             protected=layer in prot.layers,
