@@ -112,6 +112,7 @@ def _load_models(paths: list[str]):
     from pathlib import Path
 
     from memory_models.usererror import UserInputError
+
     for path in paths:
         if not Path(path).is_file():
             raise UserInputError(path, None, "checkpoint file not found",
@@ -147,11 +148,11 @@ def _print_summary(res, out) -> None:
             w(f"{s['label'][:20]:<20} {s['target']:<6} {s['name'][:20]:<20} {s['n']:>5} "
               f"{_f(s['mean'])} {_ci(s)}\n")
     knob = "BER" if res.kind != "knob" else "knob"
-    w(f"{'model':<20} {knob:>10} {'BER':>10} {'chips':>5} {'acc':>7} {'std':>7} "
-      f"{'95% CI':>17}\n")
+    head = f"{'knob':>10} {'BER':>10}" if res.kind == "knob" else f"{'BER':>10}"
+    w(f"{'model':<20} {head} {'chips':>5} {'acc':>7} {'std':>7} {'95% CI':>17}\n")
     for s in res.summary:
-        w(f"{s['label'][:20]:<20} {s['knob']:>10.4g} {s['ber']:>10.3g} {s['n']:>5} "
-          f"{_f(s['mean'])} {_f(s['std'])} {_ci(s)}\n")
+        at = f"{s['knob']:>10.4g} {s['ber']:>10.3g}" if res.kind == "knob" else f"{s['ber']:>10.3g}"
+        w(f"{s['label'][:20]:<20} {at} {s['n']:>5} {_f(s['mean'])} {_f(s['std'])} {_ci(s)}\n")
     if res.paired:
         w("paired difference (same chips), a - b:\n")
         for s in res.paired:
