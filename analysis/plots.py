@@ -217,12 +217,17 @@ def _break_marks(ax_left, ax_right) -> None:
 
 
 def plot_accuracy_vs_ber(
-    results: Results, campaign: Campaign, *, confidence: float = 0.95
+    results: Results,
+    campaign: Campaign,
+    *,
+    confidence: float = 0.95,
+    safe_points: dict[str, SafePoint] | None = None,
 ) -> Figure:
     """Accuracy (%) vs bit error rate on a log x axis, one curve + band per model.
 
     Zero-BER points (the clean reference) cannot sit on a log axis: they are drawn in a
     narrow panel at "0" left of a broken axis, with their chip interval as error bars.
+    The lowest safe point of each model (if given) is marked with a star.
     """
     pts = campaign.points
     ber = pts.ber
@@ -246,6 +251,12 @@ def plot_accuracy_vs_ber(
             ax.fill_between(ber[pos], lo, hi, color=st.colour, alpha=0.2, lw=0)
             ax.plot(ber[pos], mean, color=st.colour, ls=st.linestyle, marker=st.marker,
                     label=st.label)
+            sp = (safe_points or {}).get(h)
+            if sp is not None and sp.row is not None and sp.row in pos:
+                y = mean[np.flatnonzero(pos == sp.row)[0]]
+                ax.plot([ber[sp.row]], [y], marker="*", ms=15, color=st.colour, mec="black",
+                        mew=0.6, ls="none", zorder=5,
+                        label=f"{st.label} safe to BER {ber[sp.row]:.2g}")
             if ax0 is not None:
                 m0, lo0, hi0 = _summary(s.accuracy[zero], confidence)
                 err = np.nan_to_num(np.array([[m0[0] - lo0[0]], [hi0[0] - m0[0]]]))
@@ -270,7 +281,11 @@ def plot_accuracy_vs_ber(
         else:
             ax.set_ylabel("test accuracy (%)")
         ax.set_title(_title(campaign, "Accuracy vs bit error rate"))
-        ax.legend(loc="lower left", title=_band_note(confidence), title_fontsize=8.5)
+        title = _band_note(confidence)
+        done = [sp for sp in (safe_points or {}).values() if sp.row is not None]
+        if done:
+            title += f"\n★ lowest safe point: drop < {done[0].max_drop_pp:g} pp"
+        ax.legend(loc="lower left", title=title, title_fontsize=8.5)
     return fig
 
 
@@ -505,7 +520,8 @@ def campaign_figures(
         )
     if has_curve and np.isfinite(campaign.points.ber).any():
         out["accuracy_vs_ber"] = (
-            plot_accuracy_vs_ber(results, campaign, confidence=confidence),
+            plot_accuracy_vs_ber(results, campaign, confidence=confidence,
+                                 safe_points=safe_points),
             "Accuracy vs bit error rate (log axis; the clean point sits left of the break); "
             f"bands: {confidence:.0%} t-interval over chips.",
         )

@@ -22,7 +22,8 @@ def add_parser(subparsers) -> None:
     )
     add_common_arguments(p)
     p.add_argument("--embed", action="store_true",
-                   help="embed the figures in report.html (base64) instead of files beside it")
+                   help="embed the figures in report.html (base64), so the page alone is "
+                        "complete (the figure files are still written beside it)")
     p.set_defaults(run=run)
 
 
