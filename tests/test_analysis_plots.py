@@ -77,8 +77,12 @@ def test_accuracy_vs_knob(results, store):
 
 def test_accuracy_vs_ber_log_axis_and_zero_panel(results, store):
     camp = _camp(results, store.ber_campaign)
-    fig = plot_accuracy_vs_ber(results, camp)
+    sps = safe_points(results, camp)
+    fig = plot_accuracy_vs_ber(results, camp, safe_points=sps)
     ax0, ax = fig.axes
+    stars = sorted(ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_marker() == "*")
+    assert stars == sorted(sp.ber for sp in sps.values() if sp.row is not None and sp.ber > 0)
+    assert stars  # the fixture's MCEL model is safe beyond BER 0
     assert ax.get_xscale() == "log"
     assert len(_model_lines(ax)) == 2 and len(_bands(ax)) == 2
     assert all(np.all(ln.get_xdata() > 0) for ln in _model_lines(ax))
