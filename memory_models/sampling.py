@@ -269,14 +269,6 @@ def union_sorted(*arrays: np.ndarray) -> np.ndarray:
     return out[keep]
 
 
-def intersect_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Elements of sorted unique a that are in sorted unique b."""
-    if a.size == 0 or b.size == 0:
-        return a[:0]
-    j = np.minimum(np.searchsorted(b, a), b.size - 1)
-    return a[b[j] == a]
-
-
 def setdiff_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Elements of sorted a not in sorted b (both unique)."""
     if a.size == 0 or b.size == 0:

@@ -237,8 +237,9 @@ def test_chip_prefix_and_subrange_determinism():
     np.testing.assert_array_equal(whole.restrict(sub).f10, part.f10)
 
 
-def test_column_correlated_faults():
-    spatial = ('[spatial]\nmode = "column"\nweak_fraction = 0.1\nweak_share = 0.6\n'
+@pytest.mark.parametrize("mode", ["column", "row"])
+def test_line_correlated_faults(mode):
+    spatial = (f'[spatial]\nmode = "{mode}"\nweak_fraction = 0.1\nweak_share = 0.6\n'
                'provenance = "illustrative"')
     prof = profile(p01="0.002", p10="0.002", frac=0.5, spatial=spatial, columns=64, rows=64)
     chip = Chip(prof, N, seed=21)
@@ -254,21 +255,28 @@ def test_column_correlated_faults():
     # per-direction rate in weak and normal cells
     nw = int(all_weak.sum())
     assert within(int(chip.cells.weak(fs.f01).sum()), nw, 0.002 * m_w)
-    # weak columns differ between arrays (no map tiled over banks)
-    per_array = all_weak[: 64 * 64 * 40].reshape(40, 64 * 64)[:, :64]
-    assert len({row.tobytes() for row in per_array}) > 1
+    # all cells of a line share its weakness (rows x columns of the first array)
+    grid = all_weak[: 64 * 64].reshape(64, 64)
+    same = grid == (grid[:, :1] if mode == "row" else grid[:1, :])
+    assert same.all() and 0 < grid.sum() < grid.size
+    if mode == "column":  # weak columns differ between arrays (no map tiled over banks)
+        per_array = all_weak[: 64 * 64 * 40].reshape(40, 64 * 64)[:, :64]
+        assert len({row.tobytes() for row in per_array}) > 1
 
 
-def test_dram_polarity_true_and_anti_cells():
-    pol = '[polarity]\nmode = "alternating-rows"\nstripe = 2'
+@pytest.mark.parametrize("mode", ["alternating-rows", "alternating-columns"])
+def test_dram_polarity_true_and_anti_cells(mode):
+    pol = f'[polarity]\nmode = "{mode}"\nstripe = 2'
     prof = profile(p01="0.004", p10="0.004", frac=0.5, polarity=pol, columns=128)
     chip = Chip(prof, N, seed=4)
     fs = chip.fault_set(full(), 0.5, np.random.default_rng(1))
-    rows01 = fs.f01 // 128
-    rows10 = fs.f10 // 128
-    assert np.all((rows10 // 2) % 2 == 0)  # true cells: 1 -> 0 only
-    assert np.all((rows01 // 2) % 2 == 1)  # anti cells: 0 -> 1 only
-    n_true = int(((np.arange(N) // 128 // 2) % 2 == 0).sum())
+
+    def line(pos):
+        return pos // 128 if mode == "alternating-rows" else pos % 128
+
+    assert np.all((line(fs.f10) // 2) % 2 == 0)  # true cells: 1 -> 0 only
+    assert np.all((line(fs.f01) // 2) % 2 == 1)  # anti cells: 0 -> 1 only
+    n_true = int(((line(np.arange(N)) // 2) % 2 == 0).sum())
     assert within(fs.f10.size, n_true, 0.004) and within(fs.f01.size, N - n_true, 0.004)
     r = prof.rates(0.5)
     assert abs(r.p10 - 0.002) < 1e-12  # array average: half the cells are true cells
