@@ -28,8 +28,12 @@ Error sources::
 
 A chip's weak cells are drawn once per (seed, fault kind, block of 2^20 cells, rate tier):
 a cell failing at knob v fails at every harsher v, and a knob sweep reuses the cached weak
-cell sets (first read at the harshest knob costs the most; later reads are O(faults)).
-Transient faults are drawn per read from keyed streams seeded by one draw from `rng`.
+cell sets (the first read at the harshest knob costs the most; later reads are
+O(faults)). Transient faults are drawn per read from keyed streams seeded by one draw from
+`rng`. Persistent fraction f: a cell with rate p is a persistent fault with probability
+f*p and fails at a read with probability p in total. Stuck-at cells are persistent.
+Spatial clustering (weak columns / rows) and DRAM cell polarity (true cells leak 1->0,
+anti cells 0->1) come from the profile; `prof.rates()` are the array averages.
 
 Memory image (what the simulator's deployment uses)::
 
@@ -43,12 +47,18 @@ Memory image (what the simulator's deployment uses)::
     res.changes[name] -> (idx sorted int64 flat indices, new_codes)   # only changed codes
     res.counts -> {"faults", "flip01", "flip10", "sa0", "sa1", "changed_bits"}
     img.corrupted(res, name) -> full code array as read
+    img.values(res, name, encoding) -> decoded int16 values as read
 
 Determinism: every draw is keyed by (seed, purpose, block, tier) or, for per-read draws,
-by (one draw from rng, purpose, block). Results are identical across runs, and a region
-reads the same alone, with others, or in any order; a sub-range of the cells gets the
-faults of that range in a full read. Cost is O(number of faults), never one random number
-per bit.
+by (one draw from rng, purpose, block): fault counts from numpy SeedSequence streams,
+positions from a counter-based SplitMix64 stream (numba kernel, `_kernels`). Results are
+identical across runs, and a region reads the same alone, with others, or in any order; a
+sub-range of the cells gets the faults of that range in a full read. No threads are used,
+so thread counts cannot matter. Cost is O(number of faults), never one random number per
+bit (benchmarks/results_sampling.md).
+
+FlipRates.ber is the exact error rate of random data, (read01 + read10)/2, i.e. to first
+order (p01 + p10)/2 + (sa0 + sa1)/2: a stuck cell is wrong for half of the stored values.
 """
 
 from memory_models.encoding import ENCODINGS, decode, encode
