@@ -207,9 +207,22 @@ def _campaign_summary(
     }
 
 
+def _jsonable(obj):
+    """Replace non-finite floats (e.g. inside a stored config) with None, recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    return obj
+
+
 def summarize(results: Results, *, max_drop_pp: float = 1.0, confidence: float = 0.95) -> dict:
     """Everything the report shows, as JSON-ready data (NaN -> None)."""
-    return {
+    return _jsonable({
         "store": str(results.path),
         "schema_version": results.schema_version,
         "mcelsim_version": results.mcelsim_version,
@@ -228,7 +241,7 @@ def summarize(results: Results, *, max_drop_pp: float = 1.0, confidence: float =
         "models": [_model_entry(results, h) for h in results.models],
         "campaigns": [_campaign_summary(results, c, max_drop_pp, confidence)
                       for c in results.campaigns],
-    }
+    })
 
 
 # ---- HTML ----------------------------------------------------------------------------

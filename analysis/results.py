@@ -555,8 +555,9 @@ def load_results(path: str | PathLike[str], campaign: str | None = None) -> Resu
     finally:
         con.close()
     if not any(c.samples or c.sensitivity for c in campaigns):
+        what = f"campaign {campaign!r}" if campaign is not None else "the results store"
         raise UserInputError(
-            p, None, "the results store holds no samples yet",
+            p, None, f"{what} holds no samples yet",
             f"run {PRODUCER} first (or wait for it to write results)",
         )
     return Results(

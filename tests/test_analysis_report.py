@@ -231,6 +231,22 @@ def test_bad_inputs_exit_2(command, store, tmp_path, capsys):
     _one_error_line(capsys)
 
 
+def test_campaign_without_samples_and_nan_in_config(tmp_path, capsys):
+    fx = make_store(tmp_path / "r.db", n_chips=2)
+    con = sqlite3.connect(fx.path)
+    con.execute("DELETE FROM samples WHERE campaign_id=?", (fx.ber_campaign,))
+    con.execute("DELETE FROM margins WHERE campaign_id=?", (fx.ber_campaign,))
+    con.execute("UPDATE campaigns SET config_json='{\"ci\": NaN}' WHERE campaign_id=?",
+                (fx.knob_campaign,))
+    con.commit()
+    con.close()
+    assert main(["report", str(fx.path), "--campaign", fx.ber_campaign]) == 2
+    assert "holds no samples yet" in _one_error_line(capsys)
+    content = summarize(load_results(fx.path, campaign=fx.knob_campaign))
+    assert content["campaigns"][0]["settings"]["config"] == {"ci": None}
+    json.dumps(content, allow_nan=False)
+
+
 def test_wrong_schema_version_and_column(tmp_path, capsys):
     db = tmp_path / "v2.db"
     con = sqlite3.connect(db)
