@@ -224,7 +224,7 @@ class Chip:
         if r.sa1 > 0 and r.sa0 < 1:
             s1 = setdiff_sorted(self._nested["sa1"].cells(r.sa1 / (1.0 - r.sa0)), s0)
         fs = FaultSet(f01, f10, s0, s1)
-        if len(self._persistent_cache) >= 64:
+        if len(self._persistent_cache) >= 4:  # bounded: a harsh knob holds many faults
             self._persistent_cache.pop(next(iter(self._persistent_cache)))
         self._persistent_cache[x] = fs
         return fs

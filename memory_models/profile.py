@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import erfc
 
 from memory_models.usererror import UserInputError
 
@@ -266,6 +265,8 @@ class Curve:
         elif self.form == "constant":
             out = np.full_like(x, prm["value"])
         elif self.form == "erfc":
+            from scipy.special import erfc  # lazy: keeps `import memory_models` light
+
             z = self.sign * (x - prm["mu"]) / (math.sqrt(2.0) * prm["sigma"])
             out = prm["scale"] * 0.5 * erfc(z)
         elif self.form == "power":
