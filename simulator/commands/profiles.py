@@ -188,15 +188,15 @@ def _plot(args) -> int:
         x = np.linspace(k.min, k.max, 400)
         rates = [prof.rates(v) for v in x]
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        floor = 1e-15
         for key, style in (("p01", "-"), ("p10", "--"), ("sa0", ":"), ("sa1", "-."),
                            ("ber", "-")):
             y = np.array([getattr(r, key) for r in rates])
             if key in ("sa0", "sa1") and not np.any(y > 0):
                 continue
             lw = 2.5 if key == "ber" else 1.5
-            ax.plot(x, np.maximum(y, floor), style, lw=lw, label=key.upper() if key == "ber"
-                    else key)
+            label = key.upper() if key == "ber" else key
+            y = np.where(y > 0, y, np.nan)  # zero has no place on a log axis
+            ax.plot(x, y, style, lw=lw, label=label)
         if prof.data:
             dd = dict(prof.data)
             kx, ber = np.array(dd["knob"]), np.array(dd["ber"])
