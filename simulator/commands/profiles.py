@@ -185,7 +185,8 @@ def _plot(args) -> int:
     files = []
     for prof in profiles:
         k = prof.knob
-        x = np.linspace(k.min, k.max, 400)
+        logx = k.min > 0 and k.max / k.min >= 100  # knobs spanning decades (cycles, ...)
+        x = np.geomspace(k.min, k.max, 400) if logx else np.linspace(k.min, k.max, 400)
         rates = [prof.rates(v) for v in x]
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for key, style in (("p01", "-"), ("p10", "--"), ("sa0", ":"), ("sa1", "-."),
@@ -203,6 +204,8 @@ def _plot(args) -> int:
             ok = ber > 0
             ax.plot(kx[ok], ber[ok], "ko", ms=4, label=f"data ({dd['provenance']})")
         ax.set_yscale("log")
+        if logx:
+            ax.set_xscale("log")
         ax.set_xlabel(f"{k.name} ({k.unit})")
         ax.set_ylabel("probability per bit")
         title = prof.name + ("  [illustrative]" if prof.illustrative else "")
