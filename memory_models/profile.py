@@ -357,7 +357,7 @@ class Profile:
     name: str
     technology: str
     description: str
-    sources: tuple[str, ...]
+    sources: list[str]  # citations, as in the file
     knob: Knob
     curves: tuple[tuple[str, Curve], ...]
     persistent_fraction: float
@@ -669,7 +669,7 @@ def _build(top: _Section, source: str) -> Profile:
         data = (("knob", kx), ("ber", ber), ("provenance", prov), ("note", note))
 
     top.finish()
-    return Profile(name=name, technology=technology, description=description, sources=sources,
+    return Profile(name=name, technology=technology, description=description, sources=list(sources),
                    knob=knob, curves=tuple(curves), persistent_fraction=pfrac,
                    persistence_provenance=pprov, spatial=spatial, organization=org, polarity=pol,
                    energy_form=energy, data=data, notes=notes, flagged_illustrative=flagged,
