@@ -264,6 +264,16 @@ def test_line_correlated_faults(mode):
         assert len({row.tobytes() for row in per_array}) > 1
 
 
+def test_cell_geometry_matches_naive():
+    spatial = '[spatial]\nmode = "column"\nweak_fraction = 0.1\nweak_share = 0.6'
+    chip = Chip(profile(spatial=spatial, rows=48, columns=40), N, seed=1)
+    pos = np.random.default_rng(0).integers(0, N, 500)
+    ids = chip.cells.line_ids(pos)
+    for p, got in zip(pos, ids):
+        array, _row, col = naive.cell_geometry(int(p), 48, 40)
+        assert got == array * 40 + col
+
+
 @pytest.mark.parametrize("mode", ["alternating-rows", "alternating-columns"])
 def test_dram_polarity_true_and_anti_cells(mode):
     pol = f'[polarity]\nmode = "{mode}"\nstripe = 2'

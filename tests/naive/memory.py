@@ -72,11 +72,6 @@ def read_codes(codes: np.ndarray, bits: int, start: int, cell, f01, f10, s0, s1)
     return out
 
 
-def bernoulli_mask(n: int, p: float, rng: np.random.Generator) -> np.ndarray:
-    """The naive sampler: one uniform per bit."""
-    return rng.random(n) < p
-
-
 def cell_geometry(pos: int, rows: int, columns: int) -> tuple[int, int, int]:
     """(array, row within array, column) of a cell address."""
     array = pos // (rows * columns)
