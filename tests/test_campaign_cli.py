@@ -56,9 +56,9 @@ def _count(db) -> int:
         return 0
 
 
-def test_sigkill_then_rerun_resumes_to_the_same_table(tmp_path, ckpt):
+def test_sigkill_then_rerun_resumes_to_the_same_table(tmp_path, ckpt, capsys):
     db = tmp_path / "killed.db"
-    cmd = [sys.executable, "-m", "simulator.cli", "simulate", str(ckpt), *SWEEP, "--chips", "12",
+    cmd = [sys.executable, "-m", "simulator.cli", "simulate", str(ckpt), *SWEEP, "--chips", "16",
            "--workers", "1", "--quiet", "--out", str(db)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
@@ -69,17 +69,14 @@ def test_sigkill_then_rerun_resumes_to_the_same_table(tmp_path, ckpt):
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     n_before = _count(db)
-    total = 5 * 12
-    assert n_before >= 10
-    print(f"killed={killed} after {n_before} of {total} samples")
-    if killed:
-        assert n_before < total
-    resume = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=300)
-    assert resume.returncode == 0, resume.stderr
-    doc = json.loads(resume.stdout)
+    total = 5 * 16
+    assert killed and 10 <= n_before < total  # killed mid-campaign, samples committed
+    # the rerun (same command) runs in this process: it is the same code path
+    assert main([*cmd[3:], "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
     assert doc["n_reused"] == n_before and doc["n_computed"] == total - n_before
     ref = tmp_path / "ref.db"
-    assert main(["simulate", str(ckpt), *SWEEP, "--chips", "12", "--workers", "1", "--quiet",
+    assert main(["simulate", str(ckpt), *SWEEP, "--chips", "16", "--workers", "1", "--quiet",
                  "--out", str(ref)]) == 0
     got = _rows(db)
     assert len(got) == total == len(set((r[0], r[1], r[2], r[3]) for r in got))
