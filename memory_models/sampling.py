@@ -195,6 +195,8 @@ class NestedCells:
         counts = block_counts(self.entropy, self.purpose, blocks, c, t)
         g, u = block_cells(self.entropy, self.purpose, t, blocks, counts, True)
         u = lo + (hi - lo) * u  # U of a tier-t cell is uniform on [lo, hi)
+        order = np.argsort(g, kind="stable")  # sorted needles: searchsorted stays cache-local
+        g, u = g[order], u[order]
         below = self._below
         if below.size and g.size:
             j = np.minimum(np.searchsorted(below, g), below.size - 1)
@@ -202,8 +204,6 @@ class NestedCells:
             g, u = g[fresh], u[fresh]
         inside = g < self.n_bits
         g, u = g[inside], u[inside]
-        order = np.argsort(g, kind="stable")
-        g, u = g[order], u[order]
         # merge two sorted, disjoint runs (timsort: linear)
         self._below = np.sort(np.concatenate([below, g]), kind="stable") if g.size else below
         self.done = t
