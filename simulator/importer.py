@@ -408,6 +408,7 @@ class _Builder:
             self.fail(name, str(err), "use fewer bits")
         acc_bound = wmax * xmax * fan_in
         layer["bias"] = None
+        layer["logit_bound"] = np.full(alpha.shape[0], float(acc_bound))
         if mod.bias is not None:
             b_name = f"{name}.bias"
             b = np.rint(_f64(mod.bias) / alpha)
@@ -416,7 +417,8 @@ class _Builder:
                           "retrain with weight decay or smaller biases")  # fmt: skip
             self.biases[b_name] = b.astype(np.int32)
             layer["bias"] = b_name
-            acc_bound += 2**31
+            layer["logit_bound"] = layer["logit_bound"] + np.abs(b)
+            acc_bound += 2**31  # a corrupted bias can be any int32
         c = alpha.shape[0]
         return _Pend(name, kind, x.v, alpha, np.zeros(c), np.full(c, -np.inf),
                      np.full(c, np.inf), acc_bound, layer)  # fmt: skip
@@ -525,7 +527,9 @@ class _Builder:
         alpha = np.abs(p.alpha)
         nz = alpha[alpha > 0]
         finest = float(nz.min()) if nz.size else 1.0
-        span = float(np.max(alpha * p.acc_bound + np.abs(p.beta)))
+        # the clean network's worst case (corrupted biases saturate at int32 instead)
+        bound = p.layer.get("logit_bound", p.acc_bound)
+        span = float(np.max(alpha * bound + np.abs(p.beta)))
         scale = max(finest, span / 2**30)
         self.logit_scale = scale
         out = self.finish(p, scale, INT32_MIN, INT32_MAX, False, "output")
