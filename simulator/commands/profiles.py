@@ -138,6 +138,10 @@ def _show(args) -> int:
     if pol.mode != "none":
         lines.append(f"cell polarity: {pol.mode} (stripe {pol.stripe}); true cells leak 1->0 "
                      "(p10), anti cells 0->1 (p01); rates below are array averages")
+    if prof.data:
+        dd = dict(prof.data)
+        pts = ", ".join(f"{x:g}: {b:.3g}" for x, b in zip(dd["knob"], dd["ber"]))
+        lines.append(f"reference BER ({dd['provenance']}): {pts}")
     lines.append(f"digest: {prof.digest[:16]}")
     lines.append("")
     lines.append(f"{prof.knob.name + ' (' + prof.knob.unit + ')':>22}  {'p01':>10}  {'p10':>10}  "
