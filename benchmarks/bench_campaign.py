@@ -87,24 +87,27 @@ def main(argv: list[str] | None = None) -> int:
         spec = CampaignSpec(kind="ber", points=points, chips=chips, engine=engine)
         with tempfile.TemporaryDirectory() as tmp:
             with ResultStore(os.path.join(tmp, "bench.db")) as store:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 res = run_campaign(spec, entries, test, store)
-                wall = time.perf_counter() - t0
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
                 tables[engine] = {
                     (r["model_hash"], r["point_index"], r["chip_index"]): (
                         r["n_correct"], r["mean_margin"], r["n_faults"])
                     for r in store.table("samples")
                 }
-        results[engine] = {"wall_s": wall, "samples": res.n_computed, "chips": chips,
-                           "s_per_sample": wall / max(1, res.n_computed)}
+        n = max(1, res.n_computed)
+        results[engine] = {"wall_s": wall, "cpu_s": cpu, "samples": res.n_computed,
+                           "chips": chips, "s_per_sample": wall / n, "cpu_s_per_sample": cpu / n}
     common = set(tables["session"]) & set(tables["forward"])
     identical = all(tables["session"][k] == tables["forward"][k] for k in common)
     ratio = results["forward"]["s_per_sample"] / results["session"]["s_per_sample"]
+    cpu_ratio = results["forward"]["cpu_s_per_sample"] / results["session"]["cpu_s_per_sample"]
     full = len(points) * 20 * 2
     doc = {
         "models": kind, "labels": [e.label for e in entries], "images": int(len(test.labels)),
         "points": len(points), "results": results, "identical_on_common_samples": identical,
         "common_samples": len(common), "forward_over_session": ratio,
+        "forward_over_session_cpu": cpu_ratio, "load_average": os.getloadavg(),
         "extrapolated_full_campaign_s": {
             e: results[e]["s_per_sample"] * full * 10000 / len(test.labels) for e in results},
         "cpus": os.cpu_count(), "numba_threads": numba.get_num_threads(),
@@ -116,13 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     w = sys.stdout.write
     w(f"VGG3 4-bit, {kind}; {doc['images']} test images; {len(points)}-point BER sweep; "
       f"{os.cpu_count()} CPUs, numba threads {doc['numba_threads']}\n\n")
-    w("| path | chips | samples | wall (s) | s / sample | extrapolated 21x20x2, 10k images |\n")
-    w("|---|---|---|---|---|---|\n")
+    w("| path | chips | samples | wall (s) | wall s / sample | CPU s / sample | "
+      "extrapolated wall, 21x20x2 at 10k images |\n")
+    w("|---|---|---|---|---|---|---|\n")
     for e, r in results.items():
         w(f"| {e} | {r['chips']} | {r['samples']} | {r['wall_s']:.1f} | "
-          f"{r['s_per_sample']:.3f} | {doc['extrapolated_full_campaign_s'][e] / 3600:.2f} h |\n")
-    w(f"\nforward / session time per sample: {ratio:.2f}x; samples identical on the "
-      f"{len(common)} common keys: {identical}\n")
+          f"{r['s_per_sample']:.3f} | {r['cpu_s_per_sample']:.3f} | "
+          f"{doc['extrapolated_full_campaign_s'][e] / 3600:.2f} h |\n")
+    load = ", ".join(f"{v:.1f}" for v in doc["load_average"])
+    w(f"\nforward / session per sample: wall {ratio:.2f}x, CPU {cpu_ratio:.2f}x; samples "
+      f"identical on the {len(common)} common keys: {identical}; load average {load}\n")
     return 0 if identical else 1
 
 
