@@ -346,6 +346,11 @@ def deploy(
             "--encoding", None, f"unknown weight encoding {encoding!r}",
             f"use one of {', '.join(WEIGHT_ENCODINGS)}",
         )
+    from memory_models.image import LAYOUTS
+
+    if layout not in LAYOUTS:
+        raise UserInputError("--layout", None, f"unknown memory layout {layout!r}",
+                             f"use one of {', '.join(LAYOUTS)}")  # fmt: skip
     protect_t = _canonical_protect(protect)
     names = list(net.weight_names)
     if not names:

@@ -228,6 +228,7 @@ def test_binarized_weights_are_one_bit(x):
     ({"protect": "bit:x"}, "bad bit position"),
     ({"protect": "middle"}, "unknown protection"),
     ({"encoding": "gray"}, "unknown weight encoding"),
+    ({"layout": "diagonal"}, "unknown memory layout"),
 ])
 def test_bad_deploy_arguments(net, kw, match):
     with pytest.raises(UserInputError, match=match):
