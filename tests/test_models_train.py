@@ -170,3 +170,16 @@ def test_real_fashion_mnist_short_run(tmp_path):
     loaded, _ = load_checkpoint(tmp_path / "fm.ckpt")
     x = torch.rand(4, 1, 28, 28)
     assert torch.equal(loaded(x), model(x))
+
+
+def test_package_exports():
+    import models
+    import models.train  # noqa: F401  (rebinds models.train to the submodule)
+
+    names = {"mcel_loss", "mhl_loss", "mean_logit_margin", "build_model", "ARCHITECTURES",
+             "load_checkpoint", "save_checkpoint", "load_dataset", "DATASETS", "train"}
+    assert names <= set(dir(models))
+    from models import train as train_fn
+
+    _, meta = train_fn(_cfg(arch="mlp", epochs=1, limit=64, test_limit=64))
+    assert 0 <= meta["metrics"]["test_accuracy"] <= 1
