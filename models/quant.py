@@ -37,6 +37,12 @@ Every QConv2d / QLinear input is the output of a QuantAct or InputQuant, possibl
   stand (bias, BatchNorm, Hardtanh/ReLU/ReLU6, max pooling, `LogitScale`); the integer
   engine folds them into one requantization per channel.
 `LogitScale`: a learnable positive scalar that multiplies the logits (argmax unchanged).
+
+Not part of the integer contract: `weight_bits` is limited to 1..8 (codes are int8);
+`layer.weight_fault` (None by default) lets training replace w_fq by a corrupted copy
+(`models.train.inject_bit_errors`); `QuantTracer` is a torch.fx tracer that keeps the
+contract's modules as leaves, and `normalize_images` is a torch.fx leaf function, so that
+plain `torch.fx.symbolic_trace` also works on every zoo model.
 """
 
 from __future__ import annotations
