@@ -79,9 +79,13 @@ class _Section:
         self.used.add(key)
         if key not in self.data:
             if required:
+                close = difflib.get_close_matches(key, [str(k) for k in self.data], n=1,
+                                                  cutoff=0.6)
+                fix = (f"rename '{close[0]}' to '{key}'" if close else
+                       f"add '{key} = ...' (see `mcelsim profiles show sram-14nm --json` for a "
+                       "complete example)")
                 raise UserInputError(self.source, self._field(key), "missing required field",
-                                     f"add '{key} = ...' (see `mcelsim profiles show sram-14nm`"
-                                     " for a complete example)")
+                                     fix)
             return default
         return self.data[key]
 

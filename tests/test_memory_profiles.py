@@ -166,7 +166,7 @@ BAD = [
     (("p = [1e-2, 1e-4, 0.0]", "p = [nan, 1e-4, 0.0]"), "p01.p[0]", "not a finite"),
     (("p = [1e-2, 1e-4, 0.0]", "p = [1e-4, 1e-2, 0.0]"), "p01.p", "not monotone"),
     (("mu = 0.6", "mu = 0.6\nsigmaa = 1"), "p10.sigmaa", "did you mean 'sigma'"),
-    (("nominal = 1.0", "nominall = 1.0"), "knob.nominal", "missing"),
+    (("nominal = 1.0", "nominall = 1.0"), "knob.nominal", "rename 'nominall' to 'nominal'"),
     (('harsher = "lower"', 'harsher = "lowr"'), "knob.harsher", "did you mean 'lower'"),
     (("fraction = 0.5", "fraction = -0.1"), "persistence.fraction", "outside"),
     (("min = 0.5", "min = 1.5"), "knob.min", "must be <"),
