@@ -2,13 +2,15 @@
 
 The campaign of the issue: a 21-point i.i.d. BER sweep (0 to 2 %, symmetric, offset-binary
 4-bit weights) x CHIPS chips x 2 models (VGG3, 4-bit weights, Fashion-MNIST test set).
-Both paths run through `run_campaign` (serial, in this process, every sample stored in a
+All paths run through `run_campaign` (serial, in this process, every sample stored in a
 throw-away SQLite file) and must store identical samples; only `CampaignSpec.engine`
 differs:
   session  `net.session(x)` once per model, then `session.logits(deltas)` per sample
            (recomputes only the output channels whose weights changed and, downstream, only
            the images whose activations changed);
-  forward  `dep.corrupted_network(r).forward(x)` per sample (full integer forward).
+  forward  `dep.corrupted_network(r).forward(x)` per sample (full integer forward);
+  auto     session when a read changes at most AUTO_SESSION_FRACTION of the weights, else
+           forward (the campaign default).
 Deployment and fault sampling are the same in both and included in the time.
 
     .venv/bin/python benchmarks/bench_campaign.py                     # defaults below
@@ -29,6 +31,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = [ROOT / "runs" / "vgg3-ce-4b.ckpt", ROOT / "runs" / "vgg3-mcel-4b.ckpt"]
@@ -63,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--points", default="0:0.02:0.001", help="BER sweep (21 points)")
     ap.add_argument("--forward-chips", type=int, default=None,
                     help="chips for the full-forward path (default = --chips)")
+    ap.add_argument("--engines", default="session,forward,auto",
+                    help="CampaignSpec.engine values to time (session and forward required)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -76,14 +82,22 @@ def main(argv: list[str] | None = None) -> int:
     ds = load_dataset("fashion-mnist", split="test", limit=args.images)
     test = TestSet("fashion-mnist", ds.images, ds.labels)
     points = parse_sweep(args.points, "--points")
-    # warm-up: compile the kernels once, outside the timed region
-    x = entries[0].net.quantize_input(test.images[:8])
-    entries[0].net.forward(x)
-    entries[0].net.session(x).logits({})
+    # warm-up: compile every kernel variant once (full and per-channel), outside the timing
+    from memory_models import BitErrorModel
+    from simulator.deploy import deploy
+
+    net = entries[0].net
+    x = net.quantize_input(test.images[:8])
+    dep = deploy(net)
+    r = dep.read(BitErrorModel(1e-3, 1e-3), np.random.default_rng(0))
+    net.session(x).logits(r.deltas)
+    dep.corrupted_network(r).forward(x)
 
     results = {}
     tables = {}
-    for engine, chips in (("session", args.chips), ("forward", args.forward_chips or args.chips)):
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    for engine in engines:
+        chips = args.forward_chips or args.chips if engine == "forward" else args.chips
         spec = CampaignSpec(kind="ber", points=points, chips=chips, engine=engine)
         with tempfile.TemporaryDirectory() as tmp:
             with ResultStore(os.path.join(tmp, "bench.db")) as store:
@@ -98,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         n = max(1, res.n_computed)
         results[engine] = {"wall_s": wall, "cpu_s": cpu, "samples": res.n_computed,
                            "chips": chips, "s_per_sample": wall / n, "cpu_s_per_sample": cpu / n}
-    common = set(tables["session"]) & set(tables["forward"])
-    identical = all(tables["session"][k] == tables["forward"][k] for k in common)
+    common = set.intersection(*(set(t) for t in tables.values()))
+    identical = all(len({t[k] for t in tables.values()}) == 1 for k in common)
     ratio = results["forward"]["s_per_sample"] / results["session"]["s_per_sample"]
     cpu_ratio = results["forward"]["cpu_s_per_sample"] / results["session"]["cpu_s_per_sample"]
     full = len(points) * 20 * 2

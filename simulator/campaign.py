@@ -61,6 +61,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 KINDS = ("knob", "ber", "sensitivity")
+ENGINES = ("auto", "session", "forward")
+# engine="auto": a sample whose read changes at most this fraction of the stored weights is
+# evaluated incrementally (session), others with a full forward. In VGG3 a few changed
+# conv weights already dirty every image, so beyond ~1e-4 the session's bookkeeping costs
+# more than it saves (benchmarks/results_campaign.md). Results are identical either way.
+AUTO_SESSION_FRACTION = 1e-4
 
 
 # ---------------------------------------------------------------------------------------
@@ -75,8 +81,9 @@ class CampaignSpec:
     chips: chips per point (initial batch in adaptive mode). ci: adaptive mode, add `chips`
       more chips until every point's 95 % interval is narrower than `ci` (full width,
       accuracy units in [0, 1]) for every model, or `max_chips` is reached.
-    engine: 'session' (incremental recompute of what changed) or 'forward' (full forward of
-      the corrupted network per sample; same results, for benchmarks).
+    engine: 'session' (incremental recompute of what changed), 'forward' (full forward of
+      the corrupted network per sample) or 'auto' (session for reads that change few
+      weights, else forward; see AUTO_SESSION_FRACTION). Same results, only speed differs.
     margins_chips: chips whose per-image margins are stored at every point.
     """
 
@@ -92,7 +99,7 @@ class CampaignSpec:
     include_biases: bool = False
     ci: float | None = None
     max_chips: int | None = None
-    engine: str = "session"
+    engine: str = "auto"
     margins_chips: int = 1
 
 
@@ -304,9 +311,9 @@ def validate_spec(spec: CampaignSpec, prof: Any = None) -> None:
     if spec.max_chips is not None and spec.max_chips < spec.chips:
         raise UserInputError("--max-chips", None, f"{spec.max_chips} is below --chips "
                              f"{spec.chips}", "raise --max-chips")  # fmt: skip
-    if spec.engine not in ("session", "forward"):
+    if spec.engine not in ENGINES:
         raise UserInputError("campaign", "engine", f"unknown engine {spec.engine!r}",
-                             "use session or forward")  # fmt: skip
+                             f"use one of {', '.join(ENGINES)}")  # fmt: skip
     if spec.kind == "knob":
         k = prof.knob
         for v in spec.points:
@@ -378,6 +385,7 @@ class _ModelState:
         self.x = self.net.quantize_input(images)
         self._session = None
         self._clean = None
+        self.n_weights = sum(int(np.asarray(w).size) for w in self.net.weights().values())
 
     @property
     def session(self):
@@ -396,6 +404,9 @@ class _ModelState:
     def logits(self, r: ReadResult, engine: str) -> np.ndarray:
         if not r.deltas and not r.bias_deltas:
             return self.clean_logits(engine)
+        if engine == "auto":
+            changed = r.counts.get("changed_weights", 0) + r.counts.get("changed_biases", 0)
+            engine = "session" if changed <= AUTO_SESSION_FRACTION * self.n_weights else "forward"
         if engine == "session":
             if not r.bias_deltas:
                 return np.asarray(self.session.logits(r.deltas))

@@ -128,13 +128,16 @@ def test_settings_that_change_results_get_their_own_campaign(tmp_path, models, t
         assert len(per) == 8
 
 
-def test_session_and_full_forward_agree(tmp_path, models, test_set):
+def test_session_full_forward_and_auto_agree(tmp_path, models, test_set):
     import dataclasses
 
-    spec = dataclasses.replace(BER, include_biases=True, chips=2)
-    _run(tmp_path / "a.db", spec, models, test_set)
-    _run(tmp_path / "b.db", dataclasses.replace(spec, engine="forward"), models, test_set)
-    assert _tables(tmp_path / "a.db") == _tables(tmp_path / "b.db")
+    spec = dataclasses.replace(BER, include_biases=True, chips=2, points=(0.0, 1e-4, 0.01))
+    tables = []
+    for engine in ("session", "forward", "auto"):
+        _run(tmp_path / f"{engine}.db", dataclasses.replace(spec, engine=engine), models,
+             test_set)
+        tables.append(_tables(tmp_path / f"{engine}.db"))
+    assert tables[0] == tables[1] == tables[2]
 
 
 def test_margins_and_clean_accuracy(tmp_path, models, test_set):
