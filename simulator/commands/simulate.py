@@ -66,6 +66,9 @@ def add_parser(subparsers) -> None:
                       help="local worker processes (default: all cores; 1 = in-process)")
     run_.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                       help="run on an existing Dask distributed cluster")
+    run_.add_argument("--engine", default="auto", choices=["auto", "session", "forward"],
+                      help="evaluation per sample: incremental session, full forward, or auto "
+                      "(default); results are identical")
     run_.add_argument("--export", metavar="FILE", help="write the store to FILE (.csv/.json)")
     run_.add_argument("--quiet", action="store_true", help="no progress bar")
     run_.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -86,7 +89,8 @@ def _spec_from_args(args):
     protect = tuple(sorted({p.strip() for a in args.protect for p in a.split(",") if p.strip()}))
     common = dict(chips=args.chips, seed=args.seed, encoding=args.encoding, layout=args.layout,
                   protect=protect, include_biases=args.include_biases, ci=args.ci,
-                  max_chips=args.max_chips, p01_ratio=args.p01_ratio)  # fmt: skip
+                  max_chips=args.max_chips, p01_ratio=args.p01_ratio,
+                  engine=args.engine)  # fmt: skip
     if args.sweep is not None:
         if not args.profile:
             raise UserInputError("--sweep", None, "needs a memory profile",
