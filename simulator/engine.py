@@ -20,6 +20,11 @@ def _chunks() -> int:
     return 4 * numba.get_num_threads()
 
 
+def _wide(op) -> bool:
+    """int64 accumulator for this layer (decided at import)."""
+    return np.dtype(op.acc_dtype) == np.int64
+
+
 def _c(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
@@ -55,10 +60,10 @@ def run_conv(op: Conv, x, w, bias, chans=None, base=None) -> np.ndarray:
     pk, ps, pp = (pool.kernel, pool.stride, pool.padding) if pool else ((0, 0), (1, 1), (0, 0))
     pdir = op.pool_dir if op.pool_dir is not None else np.ones(o_n, np.int8)
     kernels._conv2d(
-        _c(x), _c(w), *_rq_args(op.requant, bias, o_n),
+        _c(x), _c(w).reshape(o_n, -1), *_rq_args(op.requant, bias, o_n),
         op.stride[0], op.stride[1], op.padding[0], op.padding[1], op.groups,
-        pk[0], pk[1], ps[0], ps[1], pp[0], pp[1], pdir,
-        chan_ptr, _c(chans.astype(np.int64)), np.zeros(1, op.acc_dtype), out, _chunks(),
+        w.shape[2], w.shape[3], pk[0], pk[1], ps[0], ps[1], pp[0], pp[1], pdir,
+        chan_ptr, _c(chans.astype(np.int64)), _wide(op), out, _chunks(),
     )  # fmt: skip
     return out
 
@@ -85,7 +90,7 @@ def run_linear(op: Linear, x, w, bias, chans=None, base=None, wbits=None) -> np.
         wb = wbits if wbits is not None else pack_signs(w)
         kernels._xnor_linear(pack_signs(x), wb, x.shape[1], *args, chans, out, _chunks())
     else:
-        kernels._linear(_c(x), _c(w), *args, chans, np.zeros(1, op.acc_dtype), out, _chunks())
+        kernels._linear(_c(x), _c(w), *args, chans, _wide(op), out, _chunks())
     return out
 
 

@@ -4,11 +4,10 @@ Conventions shared by every kernel:
 
 * Activations are signed integer codes (int8, int16 or int32), NCHW or [N, features].
   Weights are int8 (<= 8 bits) or int16 codes, [O, C/groups, kh, kw] or [O, F].
-* Accumulation: the sum of products runs in scalar int64 and is stored in an accumulator
-  buffer whose dtype (`acc_proto.dtype`, int32 or int64) the importer chose from the worst
-  case |w|max * |x|max * fan_in (`ops.acc_dtype_for`). Since that bound is checked, the
-  stored int32 never wraps and the result equals exact integer arithmetic; int32 buffers
-  let LLVM use 8-lane integer SIMD.
+* Accumulation: dot products with a pinned accumulator (`_dot32`: int32, `_dot64`:
+  int64), inputs widened in the inner loop. The importer picks int64 (`wide`) where the
+  worst case |w|max * |x|max * fan_in reaches 2^31 (`ops.acc_dtype_for`), so the int32
+  accumulator never wraps; int32 lets LLVM use 8-lane integer SIMD.
 * Requantization (gemmlowp/TFLite style), per output channel c, all in int64:
       v = (acc + bias[c]) * mult[c] + add[c]
       code = clamp(v >> shift[c], lo[c], hi[c])        (arithmetic shift = floor division)
@@ -31,8 +30,10 @@ from simulator._jit import NJIT, PARALLEL
 
 __all__: list[str] = []  # private module: simulator.network is the public face
 
-_CHANNEL_BLOCK = 4  # output channels computed together (one im2col row feeds 4 rows)
-
+_LINEAR_BLOCK = 32  # images per block: each weight row is read once per block
+_SMALL_FAN_IN = 32  # below this fan-in, conv accumulates vectorized over positions
+_INT64_MIN = np.int64(np.iinfo(np.int64).min)
+_INT64_MAX = np.int64(np.iinfo(np.int64).max)
 
 @numba.njit(**NJIT)
 def _requant_value(a, bias, mult, add, shift, lo, hi, sign):
@@ -50,7 +51,97 @@ def _requant_value(a, bias, mult, add, shift, lo, hi, sign):
 
 @numba.njit(**NJIT)
 def _im2col(x, n, c0, cg, kh, kw, sh, sw, ph, pw, ho, wo, col):
-    """col[(ci*kh + i)*kw + j, p] = x[n, c0 + ci, y*sh - ph + i, x*sw - pw + j] (0 outside)."""
+    """col[p, (ci*kh + i)*kw + j] = x[n, c0+ci, oy*sh - ph + i, ox*sw - pw + j], p = oy*wo + ox.
+
+    Patch-major (each patch contiguous, for dot products); 0 outside the image.
+    """
+    h = x.shape[2]
+    w = x.shape[3]
+    for oy in range(ho):
+        for ox in range(wo):
+            p = oy * wo + ox
+            for ci in range(cg):
+                for i in range(kh):
+                    iy = oy * sh - ph + i
+                    for j in range(kw):
+                        ix = ox * sw - pw + j
+                        k = (ci * kh + i) * kw + j
+                        if iy < 0 or iy >= h or ix < 0 or ix >= w:
+                            col[p, k] = 0
+                        else:
+                            col[p, k] = x[n, c0 + ci, iy, ix]
+
+
+@numba.njit(locals={"s": numba.int32}, **NJIT)
+def _dot32(a, b):
+    """sum a[k] * b[k] in an int32 accumulator (callers prove it cannot overflow)."""
+    s = 0
+    for k in range(a.shape[0]):
+        s += a[k] * b[k]
+    return s
+
+
+@numba.njit(locals={"s": numba.int64}, **NJIT)
+def _dot64(a, b):
+    """sum a[k] * b[k] in an int64 accumulator."""
+    s = 0
+    for k in range(a.shape[0]):
+        s += a[k] * b[k]
+    return s
+
+
+_I32 = numba.int32
+
+
+@numba.njit(locals={"s00": _I32, "s01": _I32, "s10": _I32, "s11": _I32}, **NJIT)
+def _dot2x2(a0, a1, b0, b1):
+    """Four int32 dot products a_i . b_j sharing loads (register blocking).
+
+    Left for reference: s_ij = _dot32(a_i, b_j).
+    """
+    s00 = 0
+    s01 = 0
+    s10 = 0
+    s11 = 0
+    for k in range(a0.shape[0]):
+        x0 = a0[k]
+        x1 = a1[k]
+        y0 = b0[k]
+        y1 = b1[k]
+        s00 += x0 * y0
+        s01 += x0 * y1
+        s10 += x1 * y0
+        s11 += x1 * y1
+    return s00, s01, s10, s11
+
+
+@numba.njit(**NJIT)
+def _dots(w, o0, o1, col, p_n, wide, acc):
+    """acc[r, p] = w[o_r] . col[p] for rows o0, o1 (o1 < 0: one row), all positions."""
+    if wide:
+        for p in range(p_n):
+            acc[0, p] = _dot64(w[o0], col[p])
+            if o1 >= 0:
+                acc[1, p] = _dot64(w[o1], col[p])
+        return
+    if o1 < 0:
+        for p in range(p_n):
+            acc[0, p] = _dot32(w[o0], col[p])
+        return
+    for p in range(0, p_n - 1, 2):
+        s00, s01, s10, s11 = _dot2x2(w[o0], w[o1], col[p], col[p + 1])
+        acc[0, p] = s00
+        acc[0, p + 1] = s01
+        acc[1, p] = s10
+        acc[1, p + 1] = s11
+    if p_n % 2:
+        acc[0, p_n - 1] = _dot32(w[o0], col[p_n - 1])
+        acc[1, p_n - 1] = _dot32(w[o1], col[p_n - 1])
+
+
+@numba.njit(**NJIT)
+def _im2col_t(x, n, c0, cg, kh, kw, sh, sw, ph, pw, ho, wo, colt):
+    """Position-major twin of `_im2col` for small fan-in: colt[k, p] (0 outside)."""
     h = x.shape[2]
     w = x.shape[3]
     for ci in range(cg):
@@ -59,136 +150,176 @@ def _im2col(x, n, c0, cg, kh, kw, sh, sw, ph, pw, ho, wo, col):
                 k = (ci * kh + i) * kw + j
                 for oy in range(ho):
                     iy = oy * sh - ph + i
-                    base = oy * wo
-                    if iy < 0 or iy >= h:
-                        for ox in range(wo):
-                            col[k, base + ox] = 0
-                        continue
                     for ox in range(wo):
                         ix = ox * sw - pw + j
-                        if ix < 0 or ix >= w:
-                            col[k, base + ox] = 0
+                        if iy < 0 or iy >= h or ix < 0 or ix >= w:
+                            colt[k, oy * wo + ox] = 0
                         else:
-                            col[k, base + ox] = x[n, c0 + ci, iy, ix]
+                            colt[k, oy * wo + ox] = x[n, c0 + ci, iy, ix]
 
 
 @numba.njit(**NJIT)
-def _pool_row(row, ho, wo, pkh, pkw, psh, psw, pph, ppw, d, out, n, o):
-    """Max (d > 0) or min (d < 0) pooling of one requantized channel `row` [ho*wo]."""
-    po_h = out.shape[2]
-    po_w = out.shape[3]
-    for py in range(po_h):
-        for px in range(po_w):
-            best = np.int64(0)
-            first = True
-            for i in range(pkh):
-                y = py * psh - pph + i
-                if y < 0 or y >= ho:
-                    continue
-                for j in range(pkw):
-                    xx = px * psw - ppw + j
-                    if xx < 0 or xx >= wo:
-                        continue
-                    v = row[y * wo + xx]
-                    if first or (d > 0 and v > best) or (d < 0 and v < best):
-                        best = v
-                        first = False
-            out[n, o, py, px] = best
+def _axpy_rows(w, o, colt, p_n, acc32, acc, r):
+    """acc[r, p] = sum_k w[o, k] * colt[k, p], vectorized over positions (small fan-in)."""
+    for p in range(p_n):
+        acc32[p] = 0
+    for k in range(colt.shape[0]):
+        wv = np.int32(w[o, k])
+        for p in range(p_n):
+            acc32[p] += wv * np.int32(colt[k, p])
+    for p in range(p_n):
+        acc[r, p] = acc32[p]
+
+
+@numba.njit(**NJIT)
+def _pool_requant_row(acc, r, ho, wo, pkh, pkw, psh, psw, pph, ppw, d,
+                      bias, mult, add, shift, lo, hi, sign, out, n, o):  # fmt: skip
+    """Pool accumulators acc[r, :ho*wo] then requantize the winners into out[n, o].
+
+    `d` is the direction for the output codes (+1 max, -1 min). The requantization F is
+    monotone with direction sign(mult), so pooling codes equals pooling accumulators with
+    direction d * sign(mult) and requantizing once: F(max a) = max F(a) for increasing F,
+    min F(a) for decreasing F. (Left for reference: requantize every position, then pool.)
+    """
+    da = -d if mult < 0 else d
+    if pkh == 2 and pkw == 2 and psh == 2 and psw == 2 and pph == 0 and ppw == 0:
+        # the common 2x2 / stride 2 window, unrolled (loops with runtime bounds are slow)
+        for py in range(out.shape[2]):
+            for px in range(out.shape[3]):
+                q = 2 * py * wo + 2 * px
+                v0 = acc[r, q]
+                v1 = acc[r, q + 1]
+                v2 = acc[r, q + wo]
+                v3 = acc[r, q + wo + 1]
+                if da > 0:
+                    best = max(max(v0, v1), max(v2, v3))
+                else:
+                    best = min(min(v0, v1), min(v2, v3))
+                out[n, o, py, px] = _requant_value(best, bias, mult, add, shift, lo, hi, sign)
+        return
+    for py in range(out.shape[2]):
+        y0 = max(py * psh - pph, 0)
+        y1 = min(py * psh - pph + pkh, ho)
+        for px in range(out.shape[3]):
+            x0 = max(px * psw - ppw, 0)
+            x1 = min(px * psw - ppw + pkw, wo)
+            best = acc[r, y0 * wo + x0]
+            for y in range(y0, y1):
+                for xx in range(x0, x1):
+                    v = acc[r, y * wo + xx]
+                    if da > 0:
+                        best = v if v > best else best
+                    else:
+                        best = v if v < best else best
+            out[n, o, py, px] = _requant_value(best, bias, mult, add, shift, lo, hi, sign)
 
 
 @numba.njit(**PARALLEL)
 def _conv2d(
     x, w, bias, mult, add, shift, lo, hi, sign,
-    sh, sw, ph, pw, groups,
+    sh, sw, ph, pw, groups, kh, kw,
     pkh, pkw, psh, psw, pph, ppw, pdir,
-    chan_ptr, chans, acc_proto, out, n_chunks,
+    chan_ptr, chans, wide, out, n_chunks,
 ):  # fmt: skip
     """Conv2d + requantization (+ optional fused max pooling) for the channels `chans`.
 
-    x [N, C, H, W] codes; w [O, C/groups, kh, kw]; chans: output channels to compute,
-    sorted, group g's channels in chans[chan_ptr[g]:chan_ptr[g+1]]. out [N, O, Ho', Wo']
-    (Ho', Wo' after pooling when pkh > 0); other channels of `out` are left untouched.
-    Accumulator: acc_proto.dtype (int32 or int64), see the module docstring.
+    x [N, C, H, W] codes; w [O, C/groups*kh*kw] (the weight tensor flattened per output
+    channel); chans: output channels to compute, sorted, group g's in
+    chans[chan_ptr[g]:chan_ptr[g+1]]. out [N, O, Ho', Wo'] (after pooling when pkh > 0);
+    other channels of `out` are left untouched. im2col per image and group, then dot
+    products blocked 2 channels x 2 positions (`_dot2x2`); fan-in < 32 instead accumulates
+    vectorized over positions. Accumulator: int64 if `wide` else int32.
     """
     n_img = x.shape[0]
     h = x.shape[2]
     wd = x.shape[3]
-    o_per_g = w.shape[0] // groups
-    cg = w.shape[1]
-    kh = w.shape[2]
-    kw = w.shape[3]
+    k_n = w.shape[1]
+    cg = k_n // (kh * kw)
     ho = (h + 2 * ph - kh) // sh + 1
     wo = (wd + 2 * pw - kw) // sw + 1
     p_n = ho * wo
-    k_n = cg * kh * kw
+    small = k_n < _SMALL_FAN_IN and not wide
     n_chunks = max(1, min(n_img, n_chunks))
     for t in prange(n_chunks):
         start = t * n_img // n_chunks
         stop = (t + 1) * n_img // n_chunks
-        col = np.empty((k_n, p_n), x.dtype)
-        acc = np.empty((_CHANNEL_BLOCK, p_n), acc_proto.dtype)
-        row = np.empty(p_n, np.int64)
+        col = np.empty((0 if small else p_n, k_n), x.dtype)
+        colt = np.empty((k_n, p_n if small else 0), x.dtype)
+        acc32 = np.empty(p_n, np.int32)
+        acc = np.empty((2, p_n), np.int64)
         for n in range(start, stop):
             for g in range(groups):
                 a = chan_ptr[g]
                 b = chan_ptr[g + 1]
                 if a == b:
                     continue
-                _im2col(x, n, g * cg, cg, kh, kw, sh, sw, ph, pw, ho, wo, col)
-                for blk in range(a, b, _CHANNEL_BLOCK):
-                    nb = min(_CHANNEL_BLOCK, b - blk)
-                    acc[:, :] = 0
-                    for r in range(nb):
-                        o = chans[blk + r]
-                        for ci in range(cg):
-                            for i in range(kh):
-                                for j in range(kw):
-                                    wv = np.int64(w[o, ci, i, j])
-                                    if wv == 0:
-                                        continue
-                                    k = (ci * kh + i) * kw + j
-                                    for p in range(p_n):
-                                        acc[r, p] += wv * col[k, p]
-                    for r in range(nb):
-                        o = chans[blk + r]
+                if small:
+                    _im2col_t(x, n, g * cg, cg, kh, kw, sh, sw, ph, pw, ho, wo, colt)
+                else:
+                    _im2col(x, n, g * cg, cg, kh, kw, sh, sw, ph, pw, ho, wo, col)
+                for ci in range(a, b, 2):
+                    pair = ci + 1 < b
+                    if small:
+                        _axpy_rows(w, chans[ci], colt, p_n, acc32, acc, 0)
+                        if pair:
+                            _axpy_rows(w, chans[ci + 1], colt, p_n, acc32, acc, 1)
+                    else:
+                        _dots(w, chans[ci], chans[ci + 1] if pair else -1, col, p_n, wide, acc)
+                    for r in range(2 if pair else 1):
+                        o = chans[ci + r]
+                        if pkh > 0:
+                            _pool_requant_row(acc, r, ho, wo, pkh, pkw, psh, psw, pph, ppw,
+                                              pdir[o], bias[o], mult[o], add[o], shift[o],
+                                              lo[o], hi[o], sign, out, n, o)  # fmt: skip
+                            continue
                         for p in range(p_n):
-                            row[p] = _requant_value(
+                            out[n, o, p // wo, p % wo] = _requant_value(
                                 acc[r, p], bias[o], mult[o], add[o], shift[o], lo[o], hi[o], sign
                             )
-                        if pkh > 0:
-                            _pool_row(row, ho, wo, pkh, pkw, psh, psw, pph, ppw, pdir[o], out, n, o)
-                        else:
-                            for p in range(p_n):
-                                out[n, o, p // wo, p % wo] = row[p]
-        _ = o_per_g
+
+
 
 
 @numba.njit(**PARALLEL)
-def _linear(x, w, bias, mult, add, shift, lo, hi, sign, chans, acc_proto, out, n_chunks):
+def _linear(x, w, bias, mult, add, shift, lo, hi, sign, chans, wide, out, n_chunks):
     """y[n, o] = requant(sum_k x[n, k] * w[o, k]) for o in `chans`; x [N, F], w [O, F].
 
-    Images are processed in blocks of 8 so each weight row is read once per block.
-    Accumulator: acc_proto.dtype (int32 or int64), see the module docstring.
+    Images are processed in blocks of 32 so each weight row is read once per block.
+    Accumulator: int64 if `wide` else int32 (see the module docstring).
     """
     n_img = x.shape[0]
-    f_n = x.shape[1]
     n_chunks = max(1, min(n_img, n_chunks))
+    c_n = chans.shape[0]
     for t in prange(n_chunks):
         start = t * n_img // n_chunks
         stop = (t + 1) * n_img // n_chunks
-        acc = np.empty(1, acc_proto.dtype)
-        for b0 in range(start, stop, 8):
-            b1 = min(stop, b0 + 8)
-            for oi in range(chans.shape[0]):
-                o = chans[oi]
-                for n in range(b0, b1):
-                    acc[0] = 0
-                    s = acc[0]
-                    for k in range(f_n):
-                        s += x[n, k] * w[o, k]
-                    out[n, o] = _requant_value(
-                        s, bias[o], mult[o], add[o], shift[o], lo[o], hi[o], sign
-                    )
+        acc = np.empty((2, _LINEAR_BLOCK), np.int64)
+        for b0 in range(start, stop, _LINEAR_BLOCK):
+            b1 = min(stop, b0 + _LINEAR_BLOCK)
+            for ci in range(0, c_n, 2):
+                pair = ci + 1 < c_n
+                o0 = chans[ci]
+                o1 = chans[ci + 1] if pair else o0
+                if wide:
+                    for n in range(b0, b1):
+                        acc[0, n - b0] = _dot64(w[o0], x[n])
+                        acc[1, n - b0] = _dot64(w[o1], x[n])
+                else:
+                    for n in range(b0, b1 - 1, 2):
+                        s00, s01, s10, s11 = _dot2x2(w[o0], w[o1], x[n], x[n + 1])
+                        acc[0, n - b0] = s00
+                        acc[0, n + 1 - b0] = s01
+                        acc[1, n - b0] = s10
+                        acc[1, n + 1 - b0] = s11
+                    if (b1 - b0) % 2:
+                        acc[0, b1 - 1 - b0] = _dot32(w[o0], x[b1 - 1])
+                        acc[1, b1 - 1 - b0] = _dot32(w[o1], x[b1 - 1])
+                for r in range(2 if pair else 1):
+                    o = chans[ci + r]
+                    for n in range(b0, b1):
+                        out[n, o] = _requant_value(
+                            acc[r, n - b0], bias[o], mult[o], add[o], shift[o], lo[o], hi[o], sign
+                        )
 
 
 @numba.njit(**PARALLEL)
@@ -308,26 +439,20 @@ def _pack_signs(x, out):
             out[n, wi] = word
 
 
-@numba.njit(**NJIT)
+@numba.njit(locals={"s": numba.int32}, **NJIT)
 def dot_peak(a, b, reps):
-    """int8 dot products widened to int32 (for measuring the machine's MAC peak)."""
+    """`reps` int8 dot products widened to int32 (the machine's MAC peak; benchmarks)."""
     total = np.int64(0)
-    for _ in range(reps):
-        s = np.int32(0)
+    for r in range(reps):
+        s = r
         for k in range(a.shape[0]):
-            s += np.int32(a[k]) * np.int32(b[k])
+            s += a[k] * b[k]
         total += s
     return total
 
 
 @numba.njit(**PARALLEL)
 def dot_peak_parallel(a, b, reps, out):
-    """dot_peak on every thread at once (out[t] per thread)."""
+    """dot_peak on every row of a, b at once (one row per thread), out[t] its total."""
     for t in prange(out.shape[0]):
-        total = np.int64(0)
-        for r in range(reps):
-            s = np.int32(r)
-            for k in range(a.shape[1]):
-                s += np.int32(a[t, k]) * np.int32(b[t, k])
-            total += s
-        out[t] = total
+        out[t] = dot_peak(a[t], b[t], reps)
