@@ -148,7 +148,7 @@ def block_cells(entropy: int, purpose: int, tier: int, blocks: np.ndarray, count
 
 
 def iid_cells(entropy: int, purpose: int, rate: float, ranges: Ranges,
-              weight: WeightFn | None = None, wmax: float = 1.0,
+              weight: WeightFn | None = None,
               rate_fn: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Sorted global positions inside `ranges` of cells failing independently.
 
@@ -156,7 +156,6 @@ def iid_cells(entropy: int, purpose: int, rate: float, ranges: Ranges,
     (which must bound every cell's rate) and a candidate at cell i is kept with probability
     rate_fn(weight(i)) / rate (exact thinning).
     """
-    del wmax
     if rate <= 0.0:
         return np.zeros(0, np.int64)
     rate = min(rate, 1.0)
