@@ -94,6 +94,20 @@ def run_linear(op: Linear, x, w, bias, chans=None, base=None, wbits=None) -> np.
     return out
 
 
+def linear_acc(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Exact int64 accumulators x @ w.T (bias excluded), via the linear kernel with an
+    identity requantization (mult 1, add 0, shift 0, no clamp)."""
+    o_n = w.shape[0]
+    one = np.ones(o_n, np.int64)
+    zero = np.zeros(o_n, np.int64)
+    big = np.iinfo(np.int64)
+    out = np.empty((x.shape[0], o_n), np.int64)
+    kernels._linear(_c(x), _c(w), zero, one, zero, zero, np.full(o_n, big.min),
+                    np.full(o_n, big.max), False, np.arange(o_n, dtype=np.int64), True, out,
+                    _chunks())  # fmt: skip
+    return out
+
+
 def run_simple(op: Op, xs: list[np.ndarray]) -> np.ndarray:
     """Ops without weights: Requantize, MaxPool, SumPool, Add, Flatten."""
     x = xs[0]

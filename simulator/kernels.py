@@ -323,6 +323,31 @@ def _linear(x, w, bias, mult, add, shift, lo, hi, sign, chans, wide, out, n_chun
 
 
 @numba.njit(**PARALLEL)
+def _add_weight_deltas(acc, cols, ks, dws, x):
+    """acc[n, cols[f]] += dws[f] * x[n, ks[f]] for every flip f and image n (int64 acc).
+
+    Exact update of linear accumulators for changed weights: (w + dw) . x = w . x + dw * x_k.
+    """
+    for n in prange(acc.shape[0]):
+        for f in range(cols.shape[0]):
+            acc[n, cols[f]] += np.int64(dws[f]) * np.int64(x[n, ks[f]])
+
+
+@numba.njit(**PARALLEL)
+def _add_input_deltas(acc, x_new, x_old, wt):
+    """acc[n, :] += (x_new[n, k] - x_old[n, k]) * wt[k, :] over the k where inputs changed.
+
+    wt [F, O] is the transposed weight, so each changed input adds one contiguous row.
+    """
+    for n in prange(acc.shape[0]):
+        for k in range(x_new.shape[1]):
+            d = np.int64(x_new[n, k]) - np.int64(x_old[n, k])
+            if d != 0:
+                for o in range(acc.shape[1]):
+                    acc[n, o] += d * wt[k, o]
+
+
+@numba.njit(**PARALLEL)
 def _requant(x, bias, mult, add, shift, lo, hi, sign, out):
     """out[n, c, s] = requant_c(x[n, c, s]); x, out [N, C, S] (any integer dtypes)."""
     n_img = x.shape[0]
@@ -439,15 +464,16 @@ def _pack_signs(x, out):
             out[n, wi] = word
 
 
-@numba.njit(locals={"s": numba.int32}, **NJIT)
+@numba.njit(**NJIT)
 def dot_peak(a, b, reps):
-    """`reps` int8 dot products widened to int32 (the machine's MAC peak; benchmarks)."""
+    """`reps` int8 dot products widened to int32 (`_dot32`), for the machine's MAC peak.
+
+    b is modified (one element per rep) so the compiler cannot hoist the dot product.
+    """
     total = np.int64(0)
     for r in range(reps):
-        s = r
-        for k in range(a.shape[0]):
-            s += a[k] * b[k]
-        total += s
+        b[r % b.shape[0]] = a[(r * 7) % a.shape[0]]
+        total += _dot32(a, b)
     return total
 
 

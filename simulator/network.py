@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from simulator import engine
+from simulator import engine, kernels
 from simulator.ops import Conv, Linear, Op, code_dtype, weight_range
 
 __all__ = ["IntegerNetwork", "InputSpec", "Session"]
@@ -293,6 +293,14 @@ class Session:
         chunks = [net.run_values(x[s : s + bs], keep=True) for s in range(0, n, bs)]
         self.values = [np.concatenate([c[v] for c in chunks]) for v in range(len(net.ops) + 1)]
         self.n = n
+        # clean accumulators (int64, bias excluded) of linear layers, for exact delta updates
+        self.acc: dict[int, np.ndarray] = {}
+        self._wt: dict[int, np.ndarray] = {}
+        for i, op in enumerate(net.ops):
+            if isinstance(op, Linear):
+                w = net._weights[op.weight]
+                self.acc[i] = engine.linear_acc(self.values[op.src[0]], w)
+                self._wt[i] = np.ascontiguousarray(w.T)
 
     @property
     def clean_logits(self) -> np.ndarray:
@@ -301,7 +309,9 @@ class Session:
 
     @property
     def nbytes(self) -> int:
-        return int(sum(v.nbytes for v in self.values))
+        """Bytes held: every op output, linear accumulators and transposed linear weights."""
+        arrays = self.values + list(self.acc.values()) + list(self._wt.values())
+        return int(sum(v.nbytes for v in arrays))
 
     def logits(self, deltas: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         """int32 logits with weight (or bias) codes changed: name -> (flat idx, new values)."""
@@ -336,7 +346,9 @@ class Session:
         for i, op in enumerate(net.ops):
             dirty = _union([patches[s][0] for s in op.src if s in patches])
             clean_out = self.values[i + 1]
-            if i in changed:
+            if isinstance(op, Linear) and (i in changed or dirty.size):
+                self._linear_delta(i, op, dirty, patches, weights, biases)
+            elif i in changed:
                 chans = np.array(sorted(changed[i]), np.int64)
                 xs = [self.values[s] for s in op.src]
                 y = net.run_op(i, xs, chans=chans, base=clean_out, weights=all_w, biases=all_b)
@@ -358,6 +370,57 @@ class Session:
             out[imgs] = vals.reshape(imgs.size, -1)
         return out
 
+    def _linear_delta(self, i, op, dirty, patches, weights, biases) -> None:
+        """Exact update of linear op i from its clean accumulators (no full recompute).
+
+        new acc = clean acc + sum over changed weights dw * x_clean  (all images, their
+        channels) and, for images whose input changed, + sum_k (x_new - x_clean)_k * w_k
+        + sum over changed weights dw * (x_new - x_clean)_k.
+        """
+        net = self.net
+        x_clean = self.values[op.src[0]]
+        clean_out = self.values[i + 1]
+        acc = self.acc[i]
+        w_old = net._weights[op.weight]
+        f_n = w_old.shape[1]
+        cols = ks = dws = np.zeros(0, np.int64)
+        if op.weight in weights:
+            diff = np.flatnonzero(weights[op.weight].reshape(-1) != w_old.reshape(-1))
+            cols, ks = diff // f_n, diff % f_n
+            dws = weights[op.weight].reshape(-1)[diff].astype(np.int64) - w_old.reshape(-1)[diff]
+        bias = net._biases.get(op.bias) if op.bias is not None else None
+        if op.bias is not None and op.bias in biases:
+            bias = biases[op.bias]
+            b_changed = np.flatnonzero(bias != net._biases[op.bias])
+        else:
+            b_changed = np.zeros(0, np.int64)
+        chans = np.union1d(cols, b_changed).astype(np.int64)
+        rq = op.requant
+        out_rows = {}
+        if chans.size:
+            pos = np.searchsorted(chans, cols)
+            acc_a = np.ascontiguousarray(acc[:, chans])
+            kernels._add_weight_deltas(acc_a, pos, ks, dws, x_clean)
+            out_a = _requant_cols(acc_a, bias, rq, chans, op.dtype)
+            differ = np.any(out_a != clean_out[:, chans], axis=1)
+            differ[dirty] = False
+            for n in np.flatnonzero(differ):
+                row = clean_out[n].copy()
+                row[chans] = out_a[n]
+                out_rows[int(n)] = row
+        if dirty.size:
+            x_new = self._gather(op.src, dirty, patches)[0]
+            acc_d = acc[dirty].astype(np.int64)
+            kernels._add_input_deltas(acc_d, x_new, x_clean[dirty], self._wt[i])
+            if cols.size:
+                kernels._add_weight_deltas(acc_d, cols, ks, dws, x_new)
+            out_d = _requant_cols(acc_d, bias, rq, np.arange(acc.shape[1]), op.dtype)
+            for j, n in enumerate(dirty):
+                out_rows[int(n)] = out_d[j]
+        if out_rows:
+            imgs = np.array(sorted(out_rows), np.int64)
+            self._set_patch(patches, i + 1, imgs, np.stack([out_rows[n] for n in imgs]))
+
     def _gather(self, srcs, imgs: np.ndarray, patches) -> list[np.ndarray]:
         xs = []
         for s in srcs:
@@ -376,6 +439,18 @@ class Session:
         keep = np.any((vals != clean).reshape(imgs.size, -1), axis=1)
         if keep.any():
             patches[v] = (imgs[keep], vals[keep])
+
+
+def _requant_cols(acc: np.ndarray, bias, rq, chans: np.ndarray, dtype) -> np.ndarray:
+    """Requantize acc [N, len(chans)] with the requantization of channels `chans`."""
+    b = np.zeros(chans.size, np.int64) if bias is None else bias[chans].astype(np.int64)
+    out = np.empty(acc.shape, dtype)
+    n = acc.shape[0]
+    kernels._requant(
+        np.ascontiguousarray(acc).reshape(n, chans.size, 1), b, rq.mult[chans], rq.add[chans],
+        rq.shift[chans], rq.lo[chans], rq.hi[chans], bool(rq.sign), out.reshape(n, -1, 1),
+    )  # fmt: skip
+    return out
 
 
 def _union(arrays: list[np.ndarray]) -> np.ndarray:
