@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 
 from memory_models.usererror import UserInputError
@@ -39,8 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for module in COMMANDS.values():
-        if importlib.util.find_spec(f"simulator.commands.{module}") is None:
-            continue  # TODO(integration): remove once every command module exists
         mod = importlib.import_module(f"simulator.commands.{module}")
         mod.add_parser(sub)
     return parser
