@@ -135,8 +135,10 @@ def run_pytorchfi(model, net, deltas, images, bs):
             args["value"].append(float(w[tuple(p for p in pos if p is not None)]))
     try:
         t = time.perf_counter()
-        fi = fault_injection(model, bs, input_shape=list(images.shape[1:]),
-                             layer_types=[torch.nn.Conv2d, torch.nn.Linear], use_cuda=False)  # fmt: skip
+        fi = fault_injection(
+            model, bs, input_shape=list(images.shape[1:]),
+            layer_types=[torch.nn.Conv2d, torch.nn.Linear], use_cuda=False,
+        )  # fmt: skip
         corrupted = fi.declare_weight_fi(**args)
         corrupted.eval()
         torch_forward(corrupted, images, bs)
@@ -174,7 +176,7 @@ def main() -> None:
         r = {"bits": bits}
         r["ours_clean_s"] = best_time(lambda net=net, x=x: net.forward(x), args.repeats)
         r["torch_bs"], r["torch_clean_s"] = min(
-            ((bs, best_time(lambda bs=bs: torch_forward(model, timg, bs), args.repeats))
+            ((bs, best_time(lambda bs=bs, m=model: torch_forward(m, timg, bs), args.repeats))
              for bs in (100, 500, 1000, 2500)),
             key=lambda p: p[1],
         )  # fmt: skip
@@ -207,7 +209,7 @@ def main() -> None:
         for layer, w in layers.items():
             layer.weight_fault = lambda lay, w_fq, w=w: w
         r["torch_corrupt_s"] = best_time(
-            lambda: torch_forward(model, timg, r["torch_bs"]), args.repeats
+            lambda m=model, bs=r["torch_bs"]: torch_forward(m, timg, bs), args.repeats
         )
         for layer in layers:
             layer.weight_fault = None

@@ -125,9 +125,7 @@ def run_simple(op: Op, xs: list[np.ndarray]) -> np.ndarray:
         rq = op.requant
         out = np.empty(x.shape, op.dtype)
         n, c = x.shape[:2]
-        kernels._requant(
-            _c(x).reshape(n, c, -1), *_rq_args(rq, None, c), out.reshape(n, c, -1)
-        )
+        kernels._requant(_c(x).reshape(n, c, -1), *_rq_args(rq, None, c), out.reshape(n, c, -1))
         return out
     if isinstance(op, MaxPool | SumPool):
         p = op.pool

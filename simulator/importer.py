@@ -122,8 +122,12 @@ def import_torch(
     try:
         graph = QuantTracer().trace(model)
     except Exception as err:  # torch.fx raises many types for untraceable code
-        raise UserInputError(src_name, None, f"torch.fx cannot trace the model ({err})",
-                             "use modules from models.quant and plain torch.nn") from err
+        raise UserInputError(
+            src_name,
+            None,
+            f"torch.fx cannot trace the model ({err})",
+            "use modules from models.quant and plain torch.nn",
+        ) from err
     gm = torch.fx.GraphModule(model, graph)
     with torch.no_grad():
         try:
@@ -542,4 +546,3 @@ def _widen(op):
     from dataclasses import replace
 
     return replace(op, lo=INT32_MIN, hi=INT32_MAX)
-

@@ -35,6 +35,7 @@ _SMALL_FAN_IN = 32  # below this fan-in, conv accumulates vectorized over positi
 _INT64_MIN = np.int64(np.iinfo(np.int64).min)
 _INT64_MAX = np.int64(np.iinfo(np.int64).max)
 
+
 @numba.njit(**NJIT)
 def _requant_value(a, bias, mult, add, shift, lo, hi, sign):
     """One requantized code from accumulator `a` (int64 arithmetic)."""
@@ -276,8 +277,6 @@ def _conv2d(
                             out[n, o, p // wo, p % wo] = _requant_value(
                                 acc[r, p], bias[o], mult[o], add[o], shift[o], lo[o], hi[o], sign
                             )
-
-
 
 
 @numba.njit(**PARALLEL)

@@ -156,3 +156,22 @@ def test_checkpoint_errors_and_round_trip(tmp_path):
     np.testing.assert_array_equal(
         net.forward(net.quantize_input(images)), direct.forward(direct.quantize_input(images))
     )
+
+
+def test_importer_picks_int64_accumulators_where_int32_could_overflow():
+    """16-bit activations x 8-bit weights x 2048 inputs: |acc| can reach 2^31 -> int64."""
+    from simulator.ops import Linear
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        InputQuant([0.5], [0.5]), nn.Flatten(), QLinear(64, 2048, bias=False), nn.Hardtanh(),
+        QuantAct(16), QLinear(2048, 10), QuantAct(8), QLinear(10, 10),
+    ).eval()  # fmt: skip
+    net = import_torch(model, input_shape=(1, 8, 8))
+    lins = [op for op in net.ops if isinstance(op, Linear)]
+    # 128*127*64 < 2^31; 128*32767*2048 >= 2^31; 128*127*10 < 2^31
+    assert [np.dtype(op.acc_dtype) for op in lins] == [np.int32, np.int64, np.int32]
+    x = net.quantize_input(np.random.default_rng(0).random((16, 1, 8, 8), dtype=np.float32))
+    worst = {lins[1].weight: np.full_like(net.weights()[lins[1].weight], -128)}
+    bad = net.with_weights(worst)
+    np.testing.assert_array_equal(bad.forward(x), bad.reference_forward(x))

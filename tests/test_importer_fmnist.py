@@ -61,7 +61,7 @@ def test_trained_vgg3_agrees_with_pytorch(bits):
     # logits are on the finest of those grids. Images where every hidden code agrees
     # with torch land within a step; a rounding tie flipped upstream moves a few steps.
     last = net.ops[-1]
-    alpha = np.abs(last.requant.mult / 2.0 ** last.requant.shift) * net.logit_scale
+    alpha = np.abs(last.requant.mult / 2.0**last.requant.shift) * net.logit_scale
     diff = np.abs(logits * net.logit_scale - ref)
     within = np.all(diff <= alpha.max() * 1.01 + 1e-6, axis=1)
     assert np.mean(within) >= 0.9, np.mean(within)
