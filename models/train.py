@@ -403,7 +403,7 @@ def _train_epoch(model, opt, loss_fn, images, labels, n, epoch, config, progress
             opt.step()
             with torch.no_grad():
                 k = y.shape[0]
-                tot_loss += float(loss) * k
+                tot_loss += float(loss.detach()) * k
                 tot_correct += int((logits.argmax(1) == y).sum())
                 tot_margin += float(mean_logit_margin(logits.double())) * k
                 seen += k

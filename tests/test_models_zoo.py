@@ -125,7 +125,7 @@ def test_trains_on_synthetic_and_keeps_bit_widths(arch, bits):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
     layers = [m for m in model.modules() if isinstance(m, QConv2d | QLinear)]
     assert layers and all(m.weight_bits == bits for m in layers)
