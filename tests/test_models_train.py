@@ -183,3 +183,13 @@ def test_package_exports():
 
     _, meta = train_fn(_cfg(arch="mlp", epochs=1, limit=64, test_limit=64))
     assert 0 <= meta["metrics"]["test_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("arch", ["vgg7", "resnet18", "mobilenetv2"])
+def test_train_runs_every_arch_deterministically_with_injection(arch):
+    """Deterministic mode accepts every op of the zoo; 1-bit weights use the binary code."""
+    cfg = _cfg(dataset="synthetic-rgb", arch=arch, width=0.0625, epochs=1, limit=16,
+               test_limit=8, batch_size=8, inject_ber=0.01, weight_bits=1)  # fmt: skip
+    m1, meta = train(cfg)
+    m2, _ = train(cfg)
+    assert _same_weights(m1, m2) and meta["train"]["weight_bits"] == 1
