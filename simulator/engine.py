@@ -94,16 +94,17 @@ def run_linear(op: Linear, x, w, bias, chans=None, base=None, wbits=None) -> np.
     return out
 
 
-def linear_acc(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Exact int64 accumulators x @ w.T (bias excluded), via the linear kernel with an
-    identity requantization (mult 1, add 0, shift 0, no clamp)."""
+def linear_acc(x: np.ndarray, w: np.ndarray, wide: bool = True) -> np.ndarray:
+    """Exact accumulators x @ w.T as int64 (bias excluded), via the linear kernel with an
+    identity requantization (mult 1, add 0, shift 0, no clamp). wide=False accumulates in
+    int32 (only for layers whose import proved int32 cannot overflow)."""
     o_n = w.shape[0]
     one = np.ones(o_n, np.int64)
     zero = np.zeros(o_n, np.int64)
     big = np.iinfo(np.int64)
     out = np.empty((x.shape[0], o_n), np.int64)
     kernels._linear(_c(x), _c(w), zero, one, zero, zero, np.full(o_n, big.min),
-                    np.full(o_n, big.max), False, np.arange(o_n, dtype=np.int64), True, out,
+                    np.full(o_n, big.max), False, np.arange(o_n, dtype=np.int64), bool(wide), out,
                     _chunks())  # fmt: skip
     return out
 

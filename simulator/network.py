@@ -306,7 +306,7 @@ class Session:
         for i, op in enumerate(net.ops):
             if isinstance(op, Linear):
                 w = net._weights[op.weight]
-                self.acc[i] = engine.linear_acc(self.values[op.src[0]], w)
+                self.acc[i] = engine.linear_acc(self.values[op.src[0]], w, engine._wide(op))
                 self._wt[i] = np.ascontiguousarray(w.T)
 
     @property
