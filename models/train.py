@@ -27,7 +27,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,8 @@ class TrainConfig:
                 bad(name, f"must be a positive number, got {v}")
         if not (math.isfinite(self.margin) and self.margin >= 0):
             bad("margin", f"must be >= 0, got {self.margin}")
+        if int(self.seed) != self.seed or self.seed < 0:
+            bad("seed", f"must be an integer >= 0, got {self.seed}")
         if self.weight_decay < 0:
             bad("weight_decay", f"must be >= 0, got {self.weight_decay}")
         for name in ("limit", "test_limit", "threads"):
@@ -385,12 +387,16 @@ def _train_epoch(model, opt, loss_fn, images, labels, n, epoch, config, progress
     bs = config.batch_size
     starts = [i for i in range(0, n, bs) if min(bs, n - i) >= 2]  # BatchNorm needs >= 2
     tot_loss, tot_correct, tot_margin, seen = 0.0, 0, 0.0, 0
-    injecting = config.inject_ber > 0
-    ctx = inject_bit_errors(model, config.inject_ber, config.inject_encoding) if injecting else None
-    inj = ctx.__enter__() if ctx is not None else None
-    bar = tqdm(starts, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress,
-               leave=True, dynamic_ncols=True, mininterval=0.5)  # fmt: skip
-    try:
+    with ExitStack() as stack:
+        inj = None
+        if config.inject_ber > 0:
+            inj = stack.enter_context(
+                inject_bit_errors(model, config.inject_ber, config.inject_encoding)
+            )
+        bar = stack.enter_context(
+            tqdm(starts, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress,
+                 leave=True, dynamic_ncols=True, mininterval=0.5)
+        )  # fmt: skip
         for step, i in enumerate(bar):
             idx = perm[i : i + bs]
             x, y = images[idx], labels[idx]
@@ -410,10 +416,6 @@ def _train_epoch(model, opt, loss_fn, images, labels, n, epoch, config, progress
             if progress:
                 bar.set_postfix(loss=f"{tot_loss / seen:.4f}", acc=f"{tot_correct / seen:.4f}",
                                 margin=f"{tot_margin / seen:.2f}", refresh=False)  # fmt: skip
-    finally:
-        bar.close()
-        if ctx is not None:
-            ctx.__exit__(None, None, None)
     seen = max(seen, 1)
     return {"epoch": epoch + 1, "loss": tot_loss / seen, "accuracy": tot_correct / seen,
             "mean_logit_margin": tot_margin / seen,

@@ -126,7 +126,8 @@ def test_training_with_injected_errors_is_deterministic():
 def test_bad_config():
     for kw, field in ((dict(loss="l2"), "loss"), (dict(epochs=0), "epochs"),
                       (dict(inject_ber=0.7), "inject_ber"), (dict(arch="x"), "arch"),
-                      (dict(schedule="exp"), "schedule"), (dict(margin=-1.0), "margin")):
+                      (dict(schedule="exp"), "schedule"), (dict(margin=-1.0), "margin"),
+                      (dict(seed=-1), "seed")):
         with pytest.raises(UserInputError, match=field):
             train(_cfg(**kw))
 
