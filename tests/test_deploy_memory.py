@@ -233,3 +233,15 @@ def test_binarized_weights_are_one_bit(x):
 def test_bad_deploy_arguments(net, kw, match):
     with pytest.raises(UserInputError, match=match):
         deploy(net, **kw)
+
+
+def test_deploy_from_the_package_is_callable_in_any_import_order(net, x):
+    import simulator
+    import simulator.deploy  # noqa: F401 - the submodule now shadows the lazy export
+
+    dep = simulator.deploy(net, encoding="sign-magnitude")
+    assert dep.n_bits > 0 and dep.encoding == "sign-magnitude"
+    from simulator import deploy as d
+
+    r = d(net).read(BitErrorModel(0.0, 0.0), np.random.default_rng(0))
+    assert r.deltas == {}
