@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     points = parse_sweep(args.points, "--points")
     # warm-up: compile every kernel variant once (full and per-channel), outside the timing
     from memory_models import BitErrorModel
-    from simulator.deploy import deploy
+    from simulator.deployment import deploy
 
     net = entries[0].net
     x = net.quantize_input(test.images[:8])

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from memory_models.usererror import UserInputError
-from simulator.deploy import DeployedNetwork, ReadResult, deploy
+from simulator.deployment import DeployedNetwork, ReadResult, deploy
 from simulator.stats import Summary, paired_difference, summarize
 from simulator.store import ResultStore, margins_blob, mcelsim_version, now_iso
 

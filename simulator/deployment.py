@@ -34,8 +34,6 @@ Counts of one read (`ReadResult.counts`):
 
 from __future__ import annotations
 
-import sys
-import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -422,16 +420,3 @@ def deploy(
         protect=protect_t,
         include_biases=include_biases,
     )
-
-
-class _CallableModule(types.ModuleType):
-    """`simulator.deploy` is both this module and the public function `deploy` (the package
-    exports the name lazily, but once this module is imported the package attribute is the
-    module): calling the module calls `deploy`, so `from simulator import deploy` always
-    works."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> DeployedNetwork:
-        return deploy(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
