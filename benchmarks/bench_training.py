@@ -1,6 +1,6 @@
 """Cost of training VGG3 (4-bit weights, Fashion-MNIST) with CE, MCEL and injected bit errors.
 
-Each method trains the same fixed number of batches through `models.train.train` (same
+Each method trains the same fixed number of batches through `models.training.train` (same
 seed, data, batch size and thread count; the data is loaded once beforehand and the test
 evaluation is kept to a few images). Rounds interleave the methods (CE, MCEL, inject, CE,
 ...) so that load from other users of the machine spreads over all of them; the median
@@ -38,7 +38,7 @@ def main() -> int:
     import torch
 
     from models.datasets import load_dataset
-    from models.train import TrainConfig, train
+    from models.training import TrainConfig, train
 
     n = args.batches * args.batch_size
     train_data = load_dataset(args.dataset, "train", limit=n)

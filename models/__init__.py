@@ -20,8 +20,8 @@ _EXPORTS = {
     "load_dataset": "models.datasets",
     "DATASETS": "models.datasets",
     "Dataset": "models.datasets",
-    "train": "models.train",
-    "TrainConfig": "models.train",
+    "train": "models.training",
+    "TrainConfig": "models.training",
 }
 
 __all__ = sorted(_EXPORTS)

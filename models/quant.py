@@ -40,7 +40,7 @@ Every QConv2d / QLinear input is the output of a QuantAct or InputQuant, possibl
 
 Not part of the integer contract: `weight_bits` is limited to 1..8 (codes are int8);
 `layer.weight_fault` (None by default) lets training replace w_fq by a corrupted copy
-(`models.train.inject_bit_errors`); `QuantTracer` is a torch.fx tracer that keeps the
+(`models.training.inject_bit_errors`); `QuantTracer` is a torch.fx tracer that keeps the
 contract's modules as leaves, and `normalize_images` is a torch.fx leaf function, so that
 plain `torch.fx.symbolic_trace` also works on every zoo model.
 """

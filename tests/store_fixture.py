@@ -110,7 +110,7 @@ def _add_models(con: sqlite3.Connection, n_images: int) -> None:
         if m.loss == "ce":  # flat metadata
             meta = {"arch": "vgg3", "loss": m.loss, "margin": m.margin,
                     "weight_bits": WEIGHT_BITS, "dataset": "fashion-mnist"}
-        else:  # nested, as models.train writes it
+        else:  # nested, as models.training writes it
             meta = {"arch": "vgg3", "loss": {"name": m.loss, "margin": m.margin, "L": 100.0},
                     "margin": m.margin, "model": {"arch": "vgg3", "weight_bits": WEIGHT_BITS},
                     "dataset": {"name": "fashion-mnist", "num_classes": 10},

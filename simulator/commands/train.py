@@ -1,6 +1,6 @@
 """`mcelsim train`: quantization-aware training (CE, MCEL, MHL, injected bit errors).
 
-Parses options into `models.train.TrainConfig` and calls `models.train.train`; rerunning
+Parses options into `models.training.TrainConfig` and calls `models.training.train`; rerunning
 the same command after an interruption continues from `<out>.partial`.
 """
 
@@ -54,7 +54,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.train import TrainConfig, partial_path, train
+    from models.training import TrainConfig, partial_path, train
 
     config = TrainConfig(
         dataset=args.dataset, arch=args.arch, weight_bits=args.weight_bits,

@@ -442,17 +442,3 @@ def _meta(config, train_data, test_data, state, metrics, threads) -> dict[str, A
         "threads": threads,
         "versions": versions(),
     }
-
-
-class _CallableModule(type(os)):
-    """`models.train` is both this module and the function `train` (the package exports the
-    function, but importing the submodule rebinds `models.train` to it): calling the module
-    calls `train`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
-        return train(*args, **kwargs)
-
-
-import sys as _sys  # noqa: E402
-
-_sys.modules[__name__].__class__ = _CallableModule
