@@ -295,10 +295,51 @@ def stage_tables(args) -> str:
                                  f"[{100 * d.low:+.2f}, {100 * d.high:+.2f}] "
                                  f"(n={int(ok.sum())})")
         lines.append("")
+    lines += _summary_at(res, names, 0.01)
     text = "\n".join(lines) + "\n"
     (args.runs / "tables.md").write_text(text)
     print(text)
     return text
+
+
+def _summary_at(res, names: dict[str, str], ber: float) -> list[str]:
+    """One row per (i.i.d. campaign, CE / MCEL pair) at `ber`: the ablation table."""
+    import numpy as np
+
+    from analysis import paired_difference
+
+    lines = [f"## Summary at BER {100 * ber:g} % (every i.i.d. campaign, CE / MCEL pairs)", "",
+             "| setting | CE | CE acc. % | MCEL | MCEL acc. % | MCEL − CE (pp, paired 95 % CI)"
+             " | MLM CE / MCEL | chips |", "|---|---|---|---|---|---|---|---|"]
+    for camp in res.campaigns:
+        if camp.kind != "ber":
+            continue
+        hit = np.flatnonzero(np.isclose(camp.points.ber, ber))
+        if not hit.size:
+            continue
+        i = int(hit[0])
+        hs = list(camp.samples)
+        for a in (h for h in hs if res.models[h].loss == "ce"):
+            for b in (h for h in hs if res.models[h].loss == "mcel"):
+                na, nb = names.get(a, a[:8]), names.get(b, b[:8])
+                if (res.models[a].weight_bits != res.models[b].weight_bits
+                        or ("tensor" in na) != ("tensor" in nb)):
+                    continue
+                x, y = camp.samples[b].accuracy[i], camp.samples[a].accuracy[i]
+                ok = np.isfinite(x) & np.isfinite(y)
+                if ok.sum() < 2:
+                    continue
+                d = paired_difference(x[ok], y[ok])
+                gran = "per tensor" if "tensor" in na else "per channel"
+                setting = (f"{res.models[a].weight_bits}-bit, {gran}, {camp.encoding}, biases "
+                           f"{'faulty' if camp.include_biases else 'reliable'}")
+                mlm = (np.nanmean(camp.samples[a].mean_margin[i]),
+                       np.nanmean(camp.samples[b].mean_margin[i]))
+                lines.append(
+                    f"| {setting} | {na} | {_fmt_ci(list(y[ok]))} | {nb} | "
+                    f"{_fmt_ci(list(x[ok]))} | {100 * d.mean:+.2f} [{100 * d.low:+.2f}, "
+                    f"{100 * d.high:+.2f}] | {mlm[0]:.2f} / {mlm[1]:.2f} | {int(ok.sum())} |")
+    return [*lines, ""]
 
 
 def stage_figures(args) -> None:
