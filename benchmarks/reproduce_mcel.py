@@ -295,15 +295,20 @@ def stage_tables(args) -> str:
                                  f"[{100 * d.low:+.2f}, {100 * d.high:+.2f}] "
                                  f"(n={int(ok.sum())})")
         lines.append("")
-    lines += _summary_at(res, names, 0.01)
+    rows: list[dict] = []
+    lines += _summary_at(res, names, 0.01, rows)
+    (args.runs / "summary_ber1.json").write_text(json.dumps(rows, indent=1))
     text = "\n".join(lines) + "\n"
     (args.runs / "tables.md").write_text(text)
     print(text)
     return text
 
 
-def _summary_at(res, names: dict[str, str], ber: float) -> list[str]:
-    """One row per (i.i.d. campaign, CE / MCEL pair) at `ber`: the ablation table."""
+def _summary_at(res, names: dict[str, str], ber: float,
+                rows: list[dict] | None = None) -> list[str]:
+    """One row per (i.i.d. campaign, CE / MCEL pair) at `ber`: the ablation table (markdown
+    lines); the paired differences are also appended to `rows` when given."""
+    rows = [] if rows is None else rows
     import numpy as np
 
     from analysis import paired_difference
@@ -335,6 +340,8 @@ def _summary_at(res, names: dict[str, str], ber: float) -> list[str]:
                            f"{'faulty' if camp.include_biases else 'reliable'}")
                 mlm = (np.nanmean(camp.samples[a].mean_margin[i]),
                        np.nanmean(camp.samples[b].mean_margin[i]))
+                rows.append({"setting": setting, "diff": 100 * d.mean, "low": 100 * d.low,
+                             "high": 100 * d.high, "n": int(ok.sum())})
                 lines.append(
                     f"| {setting} | {na} | {_fmt_ci(list(y[ok]))} | {nb} | "
                     f"{_fmt_ci(list(x[ok]))} | {100 * d.mean:+.2f} [{100 * d.low:+.2f}, "
@@ -342,13 +349,45 @@ def _summary_at(res, names: dict[str, str], ber: float) -> list[str]:
     return [*lines, ""]
 
 
+def ablation_figure(rows: list[dict], path: Path) -> None:
+    """Horizontal bars: MCEL - CE accuracy at BER 1 % per setting, paired 95 % CI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.2))
+    y = list(range(len(rows)))[::-1]
+    d = [r["diff"] for r in rows]
+    err = [[r["diff"] - r["low"] for r in rows], [r["high"] - r["diff"] for r in rows]]
+    ax.barh(y, d, xerr=err, color=["#0072b2" if v >= 0 else "#d55e00" for v in d],
+            capsize=3)
+    ax.set_yticks(y, [f"{r['setting']} (n={r['n']})" for r in rows], fontsize=8)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.axvline(15, color="grey", ls="--", lw=0.8)
+    ax.text(15, y[0] + 0.5, "paper: +15", fontsize=8, ha="center", color="grey")
+    ax.set_xlabel("MCEL (m=32) − CE, accuracy at BER 1 % (points, paired 95 % CI over chips)")
+    ax.set_title("VGG3 Fashion-MNIST: when does MCEL matter?", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def stage_figures(args) -> None:
+    """`mcelsim plot` of every campaign into RUNS/plots; the ablation figure into figures/."""
     out = args.runs / "plots"
-    rc = run_cmd(["plot", str(args.runs / "results.db"), "--out", str(out)], args.dry_run)
-    if rc != 0 or args.dry_run:
+    argv = ["plot", str(args.runs / "results.db"), "--out", str(out)]
+    for cid in args.campaign:
+        run_cmd([*argv, "--campaign", cid], args.dry_run)
+    if not args.campaign:
+        run_cmd(argv, args.dry_run)
+    if args.dry_run:
         return
     FIGURES.mkdir(parents=True, exist_ok=True)
-    log(f"figures in {out}; copy the ones to publish into {FIGURES}")
+    summary = args.runs / "summary_ber1.json"
+    if summary.exists():
+        ablation_figure(json.loads(summary.read_text()), FIGURES / "ablation_ber1.png")
+    log(f"figures in {out}; ablation figure in {FIGURES}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -366,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="reduced scale: also train a small 2-bit CE / MCEL pair")
     p.add_argument("--only", action="append", default=[],
                    help="simulate only campaigns whose title contains this text")
+    p.add_argument("--campaign", action="append", default=[],
+                   help="figures: plot only these campaign ids (default: all)")
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = p.parse_args(argv)
     if args.chips is None:
