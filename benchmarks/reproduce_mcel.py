@@ -120,6 +120,11 @@ def campaigns(scale: str, runs_dir: Path, available: list[dict], chips: int,
     out.append(("ablation biases",
                 [*pair4, "--ber", ABLATION_BER, "--encoding", "offset-binary",
                  "--include-biases", *base]))
+    # biases faulty, but the last layer (weights and bias) in reliable memory: is the
+    # collapse with faulty biases the classifier's bias?
+    out.append(("ablation biases protect-last",
+                [*pair4, "--ber", ABLATION_BER, "--encoding", "offset-binary",
+                 "--include-biases", "--protect", "last", *base]))
     if tensor:
         for enc in ("offset-binary", "twos-complement"):
             out.append((f"ablation per-tensor {enc}",
@@ -337,7 +342,8 @@ def _summary_at(res, names: dict[str, str], ber: float,
                 d = paired_difference(x[ok], y[ok])
                 gran = "per tensor" if "tensor" in na else "per channel"
                 setting = (f"{res.models[a].weight_bits}-bit, {gran}, {camp.encoding}, biases "
-                           f"{'faulty' if camp.include_biases else 'reliable'}")
+                           f"{'faulty' if camp.include_biases else 'reliable'}"
+                           + (f", protect {camp.protect}" if camp.protect else ""))
                 mlm = (np.nanmean(camp.samples[a].mean_margin[i]),
                        np.nanmean(camp.samples[b].mean_margin[i]))
                 rows.append({"setting": setting, "diff": 100 * d.mean, "low": 100 * d.low,
