@@ -132,8 +132,11 @@ def campaigns(scale: str, runs_dir: Path, available: list[dict], chips: int,
     act = [p for n, p in path.items() if "act32" in n]
     if act:
         out.append(("ablation act32", [*act, "--ber", ABLATION_BER, *base]))
+    # profiles: per bit width CE, MCEL m=32, CE with injected errors and MHL (binarized)
+    key = [p for n, p in path.items() if "tensor" not in n and "act32" not in n
+           and ("-ce-" in n or "mcel32-" in n or "mhl" in n)]
     for prof, sweep in PROFILES:
-        models = channel if scale == "full" else pair4
+        models = key if scale == "full" else pair4
         out.append((f"profile {prof}", [*models, "--profile", prof, "--sweep", sweep, *base]))
     return out
 
