@@ -41,9 +41,13 @@ lint: venv
 test: venv dataset lint
 	$(VENV)/bin/pytest -n 2 --dist loadgroup -q
 
+# Speed measurements (not part of the tests); figures go to benchmarks/README.md by hand.
 bench: venv dataset
 	$(PIP) install -q -e ".[bench]" 2>&1 | $(QUIET)
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/bench_sampling.py --write
+	$(PY) benchmarks/bench_training.py --batches 20 --rounds 3
+	$(PY) benchmarks/bench_engine.py --images 10000 --repeats 2 --chips 3
+	$(PY) benchmarks/bench_campaign.py --images 1000 --chips 1
 
 clean:
 	rm -rf $(VENV) build *.egg-info
