@@ -323,7 +323,8 @@ def _summary_at(res, names: dict[str, str], ber: float,
 
     lines = [f"## Summary at BER {100 * ber:g} % (every i.i.d. campaign, CE / MCEL pairs)", "",
              "| setting | CE | CE acc. % | MCEL | MCEL acc. % | MCEL − CE (pp, paired 95 % CI)"
-             " | MLM CE / MCEL | chips |", "|---|---|---|---|---|---|---|---|"]
+             " | drop from clean CE / MCEL (pp) | MLM CE / MCEL | chips |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for camp in res.campaigns:
         if camp.kind != "ber":
             continue
@@ -354,7 +355,10 @@ def _summary_at(res, names: dict[str, str], ber: float,
                 lines.append(
                     f"| {setting} | {na} | {_fmt_ci(list(y[ok]))} | {nb} | "
                     f"{_fmt_ci(list(x[ok]))} | {100 * d.mean:+.2f} [{100 * d.low:+.2f}, "
-                    f"{100 * d.high:+.2f}] | {mlm[0]:.2f} / {mlm[1]:.2f} | {int(ok.sum())} |")
+                    f"{100 * d.high:+.2f}] | "
+                    f"{100 * (res.models[a].clean_accuracy - np.mean(y[ok])):.2f} / "
+                    f"{100 * (res.models[b].clean_accuracy - np.mean(x[ok])):.2f} | "
+                    f"{mlm[0]:.2f} / {mlm[1]:.2f} | {int(ok.sum())} |")
     return [*lines, ""]
 
 
