@@ -12,13 +12,7 @@ from memory_models.usererror import UserInputError
 from models import build_model, load_checkpoint, save_checkpoint
 from models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint_meta
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _trained(arch="vgg3", **kw):

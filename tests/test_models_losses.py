@@ -9,13 +9,7 @@ from torch.nn import functional as F
 
 from models.losses import ce_loss, make_loss, mcel_loss, mean_logit_margin, mhl_loss
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 

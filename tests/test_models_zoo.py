@@ -15,13 +15,7 @@ from memory_models.usererror import UserInputError
 from models import ARCHITECTURES, build_model, load_dataset, mcel_loss
 from models.quant import InputQuant, LogitScale, QConv2d, QLinear, QuantAct, QuantTracer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 SMALL = {"mlp": 0.25, "vgg3": 0.125, "vgg7": 0.0625, "resnet18": 0.0625, "mobilenetv2": 0.125}
