@@ -305,11 +305,46 @@ def stage_tables(args) -> str:
         lines.append("")
     rows: list[dict] = []
     lines += _summary_at(res, names, 0.01, rows)
+    head = _headline(res, names, ("vgg3-ce-4b", "vgg3-mcel32-4b"))
+    (args.runs / "headline.md").write_text("\n".join(head) + "\n")
+    lines += ["## Headline pair per BER and encoding", "", *head]
     (args.runs / "summary_ber1.json").write_text(json.dumps(rows, indent=1))
     text = "\n".join(lines) + "\n"
     (args.runs / "tables.md").write_text(text)
     print(text)
     return text
+
+
+def _headline(res, names: dict[str, str], pair: tuple[str, str]) -> list[str]:
+    """CE vs MCEL of `pair` (checkpoint names) per BER, one column group per encoding, over
+    the i.i.d. sweeps with reliable biases and no protection."""
+    import numpy as np
+
+    from analysis import paired_difference
+
+    by_name = {n: h for h, n in names.items()}
+    if not all(n in by_name for n in pair):
+        return []
+    a, b = (by_name[n] for n in pair)
+    camps = [c for c in res.campaigns if c.kind == "ber" and not c.include_biases
+             and not c.protect and a in c.samples and b in c.samples
+             and len(c.points) > 1]
+    if not camps:
+        return []
+    head = "| BER (%) | " + " | ".join(
+        f"CE {c.encoding} | MCEL {c.encoding} | MCEL − CE {c.encoding} (pp)" for c in camps)
+    lines = [f"{head} |", "|---|" + "---|---|---|" * len(camps)]
+    for i in range(len(camps[0].points)):
+        row = [f"{100 * camps[0].points.ber[i]:g}"]
+        for c in camps:
+            x, y = c.samples[b].accuracy[i], c.samples[a].accuracy[i]
+            ok = np.isfinite(x) & np.isfinite(y)
+            d = paired_difference(x[ok], y[ok]) if ok.sum() > 1 else None
+            row += [_fmt_ci(list(y[ok])), _fmt_ci(list(x[ok])),
+                    f"{100 * d.mean:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]"
+                    if d else "-"]
+        lines.append("| " + " | ".join(row) + " |")
+    return [*lines, ""]
 
 
 def _summary_at(res, names: dict[str, str], ber: float,
