@@ -414,7 +414,7 @@ def ablation_figure(rows: list[dict], path: Path) -> None:
     ax.axvline(0, color="k", lw=0.8)
     ax.axvline(15, color="grey", ls="--", lw=0.8)
     ax.text(15, y[0] + 0.5, "paper: +15", fontsize=8, ha="center", color="grey")
-    ax.set_xlabel("MCEL (m=32) − CE, accuracy at BER 1 % (points, paired 95 % CI over chips)")
+    ax.set_xlabel("MCEL (m=32) − CE at BER 1 % (points, paired 95 % CI)")
     ax.set_title("VGG3 Fashion-MNIST: when does MCEL matter?", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
