@@ -89,7 +89,8 @@ def train_runs(scale: str, with_2bit: bool) -> list[dict]:
         if bits == 1:
             add("vgg3-mhl128-1b", 1, "mhl", ["--mhl-b", "128"])
         add(f"vgg3-ce-inj1-{bits}b", bits, "ce", ["--inject-ber", "0.01"])
-    # setup ablation that needs training: activation quantization nearly off (16-bit activations, the most `mcelsim train` accepts)
+    # setup ablation that needs training: activation quantization nearly off (16-bit
+    # activations, the widest `mcelsim train` accepts)
     add("vgg3-ce-4b-act16", 4, "ce", ["--act-bits", "16"])
     add("vgg3-mcel32-4b-act16", 4, "mcel", ["--margin", "32", "--act-bits", "16"])
     return runs
