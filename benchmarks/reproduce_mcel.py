@@ -164,6 +164,10 @@ def stage_train(args, runs: list[dict]) -> list[dict]:
         ck = ckpt_path(args.runs, r["name"])
         if r["reuse"]:
             src = ROOT / r["reuse"]
+            if args.dry_run:
+                if src.exists() or ck.exists():
+                    ready.append(r)
+                continue
             if src.exists() and not ck.exists():
                 ck.symlink_to(src)
             meta = src.with_suffix(".json")
@@ -468,7 +472,9 @@ def main(argv: list[str] | None = None) -> int:
         ready = stage_train(args, runs)
         if args.stage in ("all", "simulate"):
             stage_simulate(args, ready)
-    if args.stage in ("all", "tables"):
+    if args.dry_run and args.stage in ("all", "tables"):
+        log("tables: from the store, nothing to print in a dry run")
+    elif args.stage in ("all", "tables"):
         stage_tables(args)
     if args.stage in ("all", "figures"):
         stage_figures(args)
