@@ -101,9 +101,9 @@ def ckpt_path(runs_dir: Path, name: str) -> Path:
 
 
 def campaigns(scale: str, runs_dir: Path, available: list[dict], chips: int,
-              limit: int | None) -> list[tuple[str, list[str]]]:
+              limit: int | None, workers: int = 1) -> list[tuple[str, list[str]]]:
     """(title, mcelsim simulate argv) of every campaign of the scale."""
-    base = ["--chips", str(chips), "--seed", "0", "--workers", "1", "--quiet",
+    base = ["--chips", str(chips), "--seed", "0", "--workers", str(workers), "--quiet",
             "--out", str(runs_dir / "results.db")]
     if limit:
         base += ["--limit", str(limit)]
@@ -196,7 +196,8 @@ def stage_train(args, runs: list[dict]) -> list[dict]:
 
 
 def stage_simulate(args, ready: list[dict]) -> None:
-    for title, argv in campaigns(args.scale, args.runs, ready, args.chips, args.limit):
+    for title, argv in campaigns(args.scale, args.runs, ready, args.chips, args.limit,
+                                 args.workers):
         if args.only and not any(o in title for o in args.only):
             continue
         log(f"campaign: {title}")
@@ -454,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None,
                    help="test images (default: all 10 000 full, 2 000 reduced)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for training")
+    p.add_argument("--workers", type=int, default=1,
+                   help="simulate worker processes (results do not depend on it)")
     p.add_argument("--with-2bit", action="store_true",
                    help="reduced scale: also train a small 2-bit CE / MCEL pair")
     p.add_argument("--only", action="append", default=[],
