@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,19 +81,23 @@ def train_runs(scale: str, with_2bit: bool) -> list[dict]:
             add("vgg3-ce-2b-small", 2, "ce", [], budget=small)
             add("vgg3-mcel32-2b-small", 2, "mcel", ["--margin", "32"], budget=small)
         return runs
-    for bits in (1, 2, 4, 8):
-        if bits != 4:
-            add(f"vgg3-ce-{bits}b", bits, "ce", [])
-        for m in MARGINS:
-            if not (bits == 4 and m == 32):
-                add(f"vgg3-mcel{m}-{bits}b", bits, "mcel", ["--margin", str(m)])
-        if bits == 1:
-            add("vgg3-mhl128-1b", 1, "mhl", ["--mhl-b", "128"])
-        add(f"vgg3-ce-inj1-{bits}b", bits, "ce", ["--inject-ber", "0.01"])
+    # full: ordered by priority (a run cut short loses the least important models last)
+    for bits in (1, 2, 8):  # the bit-width table: CE and MCEL (m = 32) at every width
+        add(f"vgg3-ce-{bits}b", bits, "ce", [])
+        add(f"vgg3-mcel32-{bits}b", bits, "mcel", ["--margin", "32"])
+    add("vgg3-ce-inj1-4b", 4, "ce", ["--inject-ber", "0.01"])
+    for m in MARGINS:  # the margin sweep at the headline width
+        if m != 32:
+            add(f"vgg3-mcel{m}-4b", 4, "mcel", ["--margin", str(m)])
+    add("vgg3-mhl128-1b", 1, "mhl", ["--mhl-b", "128"])  # the binarized baseline
     # setup ablation that needs training: activation quantization nearly off (16-bit
-    # activations, the widest `mcelsim train` accepts)
+    # activations, the widest `mcelsim train` accepts) and no learnable logit scale
     add("vgg3-ce-4b-act16", 4, "ce", ["--act-bits", "16"])
     add("vgg3-mcel32-4b-act16", 4, "mcel", ["--margin", "32", "--act-bits", "16"])
+    add("vgg3-ce-4b-nols", 4, "ce", ["--no-logit-scale"])
+    add("vgg3-mcel32-4b-nols", 4, "mcel", ["--margin", "32", "--no-logit-scale"])
+    for bits in (1, 2, 8):  # injection training at the other widths
+        add(f"vgg3-ce-inj1-{bits}b", bits, "ce", ["--inject-ber", "0.01"])
     return runs
 
 
@@ -159,7 +164,8 @@ def run_cmd(argv: list[str], dry: bool, stdout: Path | None = None) -> int:
 def stage_train(args, runs: list[dict]) -> list[dict]:
     """Train (or link) every run; returns the runs whose checkpoint exists."""
     (args.runs / "ckpt").mkdir(parents=True, exist_ok=True)
-    ready = []
+    ready: list[dict] = []
+    todo: list[dict] = []
     for r in runs:
         ck = ckpt_path(args.runs, r["name"])
         if r["reuse"]:
@@ -183,16 +189,24 @@ def stage_train(args, runs: list[dict]) -> list[dict]:
         if ck.exists():
             ready.append(r)
             continue
-        if args.stage not in ("train", "all"):
-            continue
+        if args.stage in ("train", "all"):
+            todo.append(r)
+
+    def train_one(r: dict) -> dict | None:
+        ck = ckpt_path(args.runs, r["name"])
         argv = ["train", *r["opts"], "--threads", str(args.threads), "--no-progress",
                 "--json", "--out", str(ck)]
         rc = run_cmd(argv, args.dry_run, None if args.dry_run else ck.with_suffix(".json"))
-        if rc == 0 and (args.dry_run or ck.exists()):
-            ready.append(r)
-        elif rc != 0:
+        if rc != 0:
             log(f"train {r['name']} failed with status {rc}")
-    return ready
+        return r if rc == 0 and (args.dry_run or ck.exists()) else None
+
+    # --jobs runs in parallel (each with --threads torch threads), in the grid's order
+    with ThreadPoolExecutor(max_workers=1 if args.dry_run else args.jobs) as pool:
+        done = list(pool.map(train_one, todo))
+    ready += [r for r in done if r is not None]
+    order = {r["name"]: i for i, r in enumerate(runs)}
+    return sorted(ready, key=lambda r: order[r["name"]])
 
 
 def stage_simulate(args, ready: list[dict]) -> None:
@@ -454,7 +468,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="chips per point (default: 20 full, 10 reduced)")
     p.add_argument("--limit", type=int, default=None,
                    help="test images (default: all 10 000 full, 2 000 reduced)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads for training")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per training run")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="training runs at once (2 on 2 cores, with --threads 1)")
     p.add_argument("--workers", type=int, default=1,
                    help="simulate worker processes (results do not depend on it)")
     p.add_argument("--with-2bit", action="store_true",

@@ -63,6 +63,7 @@ class TrainConfig:
     input_bits: int = 8
     granularity: str = "channel"
     width: float = 1.0
+    logit_scale: bool = True  # learnable scalar on the logits (False: ablation without it)
     loss: str = "ce"
     margin: float = 32.0  # MCEL margin m, logit units
     logit_bound: float = 100.0  # MCEL L
@@ -135,6 +136,7 @@ class TrainConfig:
             "input_bits": self.input_bits,
             "granularity": self.granularity,
             "width": self.width,
+            "logit_scale": self.logit_scale,
             "mean": info["mean"],
             "std": info["std"],
         }

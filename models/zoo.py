@@ -226,6 +226,7 @@ def model_config(
     width: float = 1.0,
     mean: list[float] | None = None,
     std: list[float] | None = None,
+    logit_scale: bool = True,
 ) -> dict[str, Any]:
     """Validated, JSON-serializable build_model arguments (the dict stored in checkpoints).
 
@@ -268,6 +269,7 @@ def model_config(
         "width": float(width),
         "mean": mean,
         "std": std,
+        "logit_scale": bool(logit_scale),
     }
 
 
@@ -277,7 +279,8 @@ def build_model(arch: str, **kwargs: Any) -> nn.Sequential:
     arch: one of ARCHITECTURES. kwargs (see `model_config`): num_classes=10, in_channels=1,
     input_size=28 (square images), weight_bits=8 (1 = binarized), act_bits=8, input_bits=8,
     granularity="channel"|"tensor", width=1.0 (channel multiplier), mean/std (per channel
-    normalization, default 0.5). The model takes float32 NCHW images in [0, 1] and returns
+    normalization, default 0.5), logit_scale=True (end with a learnable `LogitScale`; False
+    leaves the logits unscaled, for the logit-scale ablation). The model takes float32 NCHW images in [0, 1] and returns
     float logits [N, num_classes]; `model.mcelsim_config` holds the full config.
     """
     cfg = model_config(arch, **kwargs)
@@ -285,8 +288,9 @@ def build_model(arch: str, **kwargs: Any) -> nn.Sequential:
     body = _BUILDERS[arch](
         q, cfg["in_channels"], cfg["input_size"], cfg["num_classes"], cfg["width"]
     )
+    tail = [LogitScale()] if cfg["logit_scale"] else []
     model = nn.Sequential(
-        InputQuant(cfg["mean"], cfg["std"], bits=cfg["input_bits"]), *body, LogitScale()
+        InputQuant(cfg["mean"], cfg["std"], bits=cfg["input_bits"]), *body, *tail
     )
     model.mcelsim_config = cfg
     return model

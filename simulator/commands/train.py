@@ -29,6 +29,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--granularity", default="channel", choices=("channel", "tensor"),
                    help="weight scale per output channel or per tensor")
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    p.add_argument("--no-logit-scale", dest="logit_scale", action="store_false",
+                   help="no learnable scale on the logits (ablation)")
     p.add_argument("--loss", default="ce", choices=("ce", "mcel", "mhl"))
     p.add_argument("--margin", type=float, default=32.0, help="MCEL margin m (logits)")
     p.add_argument("--logit-bound", type=float, default=100.0, help="MCEL logit bound L")
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         dataset=args.dataset, arch=args.arch, weight_bits=args.weight_bits,
         act_bits=args.act_bits, input_bits=args.input_bits, granularity=args.granularity,
-        width=args.width, loss=args.loss, margin=args.margin, logit_bound=args.logit_bound,
+        width=args.width, logit_scale=args.logit_scale, loss=args.loss, margin=args.margin, logit_bound=args.logit_bound,
         mhl_b=args.mhl_b, inject_ber=args.inject_ber, inject_encoding=args.inject_encoding,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
