@@ -216,3 +216,18 @@ def test_forward_rejects_float_input():
     net = import_torch(make_model("mlp"))
     with pytest.raises(ValueError, match="quantize_input"):
         net.forward(np.zeros((1, 1, 28, 28), np.float32))
+
+
+def test_model_without_logit_scale_imports_and_matches_torch():
+    model = make_model("vgg3", logit_scale=False)
+    assert model.mcelsim_config["logit_scale"] is False
+    assert not any(hasattr(m, "log_scale") for m in model.modules())
+    net = import_torch(model)
+    images = _images(model, 12)
+    x = net.quantize_input(images)
+    logits = net.forward(x)
+    np.testing.assert_array_equal(logits, net.reference_forward(x))
+    with torch.no_grad():
+        ref = model(torch.from_numpy(images)).numpy()
+    assert np.mean(logits.argmax(1) == ref.argmax(1)) >= 10 / 12
+    assert np.max(np.abs(logits * net.logit_scale - ref)) <= 0.05 * np.max(np.abs(ref)) + 1e-6
