@@ -38,9 +38,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 MCELSIM = [str(ROOT / ".venv" / "bin" / "mcelsim")]
 BERS = "0,0.005,0.01,0.02"
+BERS_FULL = "0,0.0025,0.005,0.01,0.015,0.02"
 ABLATION_BER = "0.01"
 # (profile, sweep): the knob ranges where each profile's errors rise (as in `mcelsim demo`)
 PROFILES = (("sram-14nm", "0.80:1.00:0.025"), ("dram-voltage-b", "1.025:1.15:0.025"))
@@ -105,6 +108,16 @@ def ckpt_path(runs_dir: Path, name: str) -> Path:
     return runs_dir / "ckpt" / f"{name}.ckpt"
 
 
+def groups(available: list[dict]) -> dict[int, list[str]]:
+    """The i.i.d. sweep's campaigns: per weight width, its per-channel, 8-bit-activation,
+    logit-scaled models (CE, MCEL at every margin, MHL, CE with injected errors)."""
+    out: dict[int, list[str]] = {}
+    for r in available:
+        if not any(t in r["name"] for t in ("tensor", "act16", "nols", "small")):
+            out.setdefault(r["bits"], []).append(r["name"])
+    return dict(sorted(out.items()))
+
+
 def campaigns(scale: str, runs_dir: Path, available: list[dict], chips: int,
               limit: int | None, workers: int = 1) -> list[tuple[str, list[str]]]:
     """(title, mcelsim simulate argv) of every campaign of the scale."""
@@ -113,37 +126,40 @@ def campaigns(scale: str, runs_dir: Path, available: list[dict], chips: int,
     if limit:
         base += ["--limit", str(limit)]
     path = {r["name"]: str(ckpt_path(runs_dir, r["name"])) for r in available}
-    channel = [p for n, p in path.items() if "tensor" not in n and "act16" not in n]
-    tensor = [p for n, p in path.items() if "tensor" in n]
-    pair4 = [path[n] for n in ("vgg3-ce-4b", "vgg3-mcel32-4b") if n in path]
+
+    def pick(*names: str) -> list[str]:
+        return [path[n] for n in names if n in path]
+
+    pair4 = pick("vgg3-ce-4b", "vgg3-mcel32-4b")
     out: list[tuple[str, list[str]]] = []
-    for enc in ("offset-binary", "twos-complement"):
-        out.append((f"iid {enc}", [*channel, "--ber", BERS, "--encoding", enc, *base]))
-    # ablation at BER 1 % on the 4-bit pair (encoding and granularity rows of the main
-    # sweep are reused: offset binary / two's complement / per tensor)
-    out.append(("ablation sign-magnitude",
-                [*pair4, "--ber", ABLATION_BER, "--encoding", "sign-magnitude", *base]))
+    bers = BERS if scale == "reduced" else BERS_FULL
+    for bits, names in groups(available).items():
+        # binarized weights have one storage encoding (a sign bit)
+        for enc in ("offset-binary",) if bits == 1 else ("offset-binary", "twos-complement"):
+            out.append((f"iid {bits}-bit {enc}",
+                        [*pick(*names), "--ber", bers, "--encoding", enc, *base]))
+    # ablation at BER 1 % on 4-bit CE / MCEL (m = 32) pairs; the encoding rows (offset
+    # binary, two's complement) come from the main sweep
+    abl = ["--ber", ABLATION_BER, *base]
+    out.append(("ablation sign-magnitude", [*pair4, "--encoding", "sign-magnitude", *abl]))
     out.append(("ablation biases",
-                [*pair4, "--ber", ABLATION_BER, "--encoding", "offset-binary",
-                 "--include-biases", *base]))
+                [*pair4, "--encoding", "offset-binary", "--include-biases", *abl]))
     # biases faulty, but the last layer (weights and bias) in reliable memory: is the
     # collapse with faulty biases the classifier's bias?
     out.append(("ablation biases protect-last",
-                [*pair4, "--ber", ABLATION_BER, "--encoding", "offset-binary",
-                 "--include-biases", "--protect", "last", *base]))
-    if tensor:
-        for enc in ("offset-binary", "twos-complement"):
-            out.append((f"ablation per-tensor {enc}",
-                        [*tensor, "--ber", ABLATION_BER, "--encoding", enc, *base]))
-    act = [p for n, p in path.items() if "act16" in n]
-    if act:
-        out.append(("ablation act16", [*act, "--ber", ABLATION_BER, *base]))
-    # profiles: per bit width CE, MCEL m=32, CE with injected errors and MHL (binarized)
-    key = [p for n, p in path.items() if "tensor" not in n and "act16" not in n
-           and ("-ce-" in n or "mcel32-" in n or "mhl" in n)]
+                [*pair4, "--encoding", "offset-binary", "--include-biases", "--protect", "last",
+                 *abl]))
+    for tag in ("tensor", "act16", "nols"):
+        models = pick(f"vgg3-ce-4b-{tag}", f"vgg3-mcel32-4b-{tag}")
+        if not models:
+            continue
+        encs = ("offset-binary", "twos-complement") if tag == "tensor" else ("offset-binary",)
+        for enc in encs:
+            out.append((f"ablation {tag} {enc}", [*models, "--encoding", enc, *abl]))
+    # memory profiles: CE vs MCEL (m = 32) at 4 and 8 bits (the full scale) or 4 bits
+    key = pair4 + (pick("vgg3-ce-8b", "vgg3-mcel32-8b") if scale == "full" else [])
     for prof, sweep in PROFILES:
-        models = key if scale == "full" else pair4
-        out.append((f"profile {prof}", [*models, "--profile", prof, "--sweep", sweep, *base]))
+        out.append((f"profile {prof}", [*key, "--profile", prof, "--sweep", sweep, *base]))
     return out
 
 
@@ -258,6 +274,11 @@ def stage_tables(args) -> str:
     # the store keys models by a prefix of the checkpoint's sha256
     names = {h: n for h in res.models for d, n in digests.items() if d.startswith(h)}
     meta = _train_meta(args.runs)
+    if args.scale == "full":
+        text = full_report(args, res, names, meta, args.limit or 10000)
+        (args.runs / "report_full.md").write_text(text)
+        print(text)
+        return text
     lines = ["## Models", "",
              "| model | bits | loss | scale | clean acc. (10k, %) | mean logit margin "
              "(10k) | clean acc. (store images, %) | clean MLM (store) | train time (s) |",
@@ -438,6 +459,261 @@ def ablation_figure(rows: list[dict], path: Path) -> None:
     ax.set_title("VGG3 Fashion-MNIST: when does MCEL matter?", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------
+# the full-scale report: the tables and figures of benchmarks/README.md
+
+
+def _method(name: str) -> str:
+    """Human name of a grid run from its checkpoint name."""
+    if "-inj1-" in name:
+        return "CE + 1 % injection"
+    if "mhl" in name:
+        return "MHL (b = 128)"
+    if "mcel" in name:
+        return f"MCEL (m = {name.split('mcel')[1].split('-')[0]})"
+    return "CE"
+
+
+def _pct(iv) -> str:
+    if iv.n == 0:
+        return "-"
+    if iv.n < 2:
+        return f"{100 * iv.mean:.2f}"
+    return f"{100 * iv.mean:.2f} ± {100 * iv.half_width:.2f}"
+
+
+def _diff(iv) -> str:
+    return f"{100 * iv.mean:+.2f} [{100 * iv.low:+.2f}, {100 * iv.high:+.2f}]"
+
+
+class _Grid:
+    """The store's samples by (model name, campaign kind/settings, BER), for one image count."""
+
+    def __init__(self, res, names: dict[str, str], n_images: int):
+        self.res, self.names = res, names
+        self.by_name = {n: h for h, n in names.items()}
+        self.camps = [c for c in res.campaigns if c.n_images == n_images]
+
+    def acc(self, name: str, ber: float, encoding: str = "offset-binary", biases=False,
+            protect: str = "") -> np.ndarray | None:
+        """Per-chip accuracies of model `name` at i.i.d. `ber`, or None."""
+        h = self.by_name.get(name)
+        for c in self.camps:
+            if (c.kind != "ber" or c.encoding != encoding or c.include_biases != biases
+                    or (c.protect or "") != protect or h not in c.samples):
+                continue
+            hit = np.flatnonzero(np.isclose(c.points.ber, ber))
+            if hit.size:
+                row = c.samples[h].accuracy[int(hit[0])]
+                if np.isfinite(row).any():
+                    return row
+        return None
+
+    def paired(self, a: str, b: str, ber: float, **kw):
+        """Paired interval of acc(b) - acc(a) on their common chips, or None."""
+        from analysis import paired_difference
+
+        x, y = self.acc(b, ber, **kw), self.acc(a, ber, **kw)
+        if x is None or y is None:
+            return None
+        ok = np.isfinite(x) & np.isfinite(y)
+        return paired_difference(x[ok], y[ok]) if ok.sum() > 1 else None
+
+
+def full_report(args, res, names: dict[str, str], meta: dict[str, dict],
+                n_images: int) -> str:
+    """The markdown of the full-scale results (tables) and its figures."""
+    from analysis import t_interval
+
+    g = _Grid(res, names, n_images)
+    out = [f"Scale: {n_images} test images per sample, 95 % t-intervals over chips "
+           "(± half-width); differences are paired on the same chips.", ""]
+    grid = train_runs("full", False)
+    main = [r for r in grid if not any(t in r["name"] for t in ("tensor", "act16", "nols"))]
+    main.sort(key=lambda r: (r["bits"], r["name"]))
+
+    # models and accuracy under i.i.d. flips
+    out += ["### Models and accuracy under i.i.d. symmetric flips (offset binary)", "",
+            "| bits | method | clean acc. (float, 10k) % | "
+            f"clean acc. (integer, {n_images}) % | mean logit margin | BER 0.5 % | BER 1 % | BER 2 % | BER 1 %, two's compl. | train time (min) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in main:
+        h = g.by_name.get(r["name"])
+        if h is None:
+            continue
+        info, m = res.models[h], meta.get(r["name"], {})
+        cells = [_pct(t_interval(v)) if (v := g.acc(r["name"], b)) is not None else "-"
+                 for b in (0.005, 0.01, 0.02)]
+        tc = g.acc(r["name"], 0.01, encoding="twos-complement")
+        cells.append("(binary)" if r["bits"] == 1 else _pct(t_interval(tc)) if tc is not None
+                     else "-")
+        fl = f"{100 * m['test_accuracy']:.2f}" if "test_accuracy" in m else "-"
+        tt = f"{m['train_seconds'] / 60:.1f}" if "train_seconds" in m else "-"
+        out.append(f"| {r['bits']} | {_method(r['name'])} | {fl} | "
+                   f"{100 * info.clean_accuracy:.2f} | {info.clean_mean_margin:.2f} | "
+                   + " | ".join(cells) + f" | {tt} |")
+    out.append("")
+
+    # each method against CE of the same width, paired
+    out += ["### Against CE of the same width (percentage points, paired 95 % CI)", "",
+            "| bits | method | BER 0.5 % | BER 1 % | BER 2 % | BER 1 %, two's compl. |",
+            "|---|---|---|---|---|---|"]
+    for r in main:
+        ce = f"vgg3-ce-{r['bits']}b"
+        if r["name"] == ce or ce not in g.by_name or r["name"] not in g.by_name:
+            continue
+        cells = []
+        for b, enc in ((0.005, "offset-binary"), (0.01, "offset-binary"),
+                       (0.02, "offset-binary"), (0.01, "twos-complement")):
+            if r["bits"] == 1 and enc != "offset-binary":
+                cells.append("(binary)")
+                continue
+            d = g.paired(ce, r["name"], b, encoding=enc)
+            cells.append(_diff(d) if d else "-")
+        out.append(f"| {r['bits']} | {_method(r['name'])} − CE | " + " | ".join(cells) + " |")
+    out.append("")
+
+    # setup ablation at BER 1 %, 4-bit CE / MCEL (m = 32)
+    rows: list[dict] = []
+    out += ["### Setup ablation: 4-bit VGG3, BER 1 %, CE vs MCEL (m = 32)", "",
+            "| setting | CE acc. % | MCEL acc. % | MCEL − CE (pp, paired) | chips |",
+            "|---|---|---|---|---|"]
+    settings = [
+        ("per channel, offset binary, biases reliable (headline)", "", {}),
+        ("per channel, two's complement", "", {"encoding": "twos-complement"}),
+        ("per channel, sign-magnitude", "", {"encoding": "sign-magnitude"}),
+        ("per tensor, offset binary", "-tensor", {}),
+        ("per tensor, two's complement", "-tensor", {"encoding": "twos-complement"}),
+        ("biases (32-bit) in faulty memory too", "", {"biases": True}),
+        ("biases faulty, last layer reliable", "", {"biases": True, "protect": "last"}),
+        ("activations 16-bit (quantization nearly off)", "-act16", {}),
+        ("no learnable logit scale", "-nols", {}),
+    ]
+    for text, tag, kw in settings:
+        a, b = f"vgg3-ce-4b{tag}", f"vgg3-mcel32-4b{tag}"
+        d = g.paired(a, b, 0.01, **kw)
+        if d is None:
+            continue
+        ya, yb = g.acc(a, 0.01, **kw), g.acc(b, 0.01, **kw)
+        rows.append({"setting": text, "diff": 100 * d.mean, "low": 100 * d.low,
+                     "high": 100 * d.high, "n": d.n})
+        out.append(f"| {text} | {_pct(t_interval(ya))} | {_pct(t_interval(yb))} | "
+                   f"{_diff(d)} | {d.n} |")
+    out.append("")
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    if rows:
+        ablation_figure(rows, FIGURES / "ablation_ber1.png")
+
+    # memory profiles: lowest safe operating point
+    from analysis import safe_points
+
+    prof_rows = []
+    for c in g.camps:
+        if c.kind != "knob" or c.profile is None:
+            continue
+        for h, sp in safe_points(res, c, max_drop_pp=1.0).items():
+            k = c.points.knob
+            harsh = int(np.argmin(k) if c.profile.knob_harsher == "lower" else np.argmax(k))
+            prof_rows.append((c.profile.name, c.profile.knob_name, c.profile.knob_unit,
+                              names.get(h, h[:8]), sp, c.samples[h].accuracy[harsh],
+                              k[harsh]))
+    if prof_rows:
+        out += ["### Memory profiles: lowest safe operating point (mean drop < 1 point at "
+                "95 % confidence)", "",
+                "| profile | model | lowest safe point | BER there | drop (pp, mean / upper) "
+                "| energy saving | accuracy at the harshest point % |",
+                "|---|---|---|---|---|---|---|"]
+        for prof, knob, unit, name, sp, harsh_acc, harsh_k in prof_rows:
+            where = f"{sp.knob:g} {unit}" if sp.knob is not None else "none below nominal"
+            ber = f"{sp.ber:.2e}" if sp.ber is not None else "-"
+            drop = (f"{sp.drop_mean_pp:.2f} / {sp.drop_upper_pp:.2f}"
+                    if sp.drop_mean_pp is not None else "-")
+            es = f"{100 * sp.energy_saving:.1f} %" if sp.energy_saving is not None else "-"
+            harsh = f"{_pct(t_interval(harsh_acc))} ({harsh_k:g} {unit})"
+            out.append(f"| {prof} ({knob}) | {name} | {where} | {ber} | {drop} | {es} | "
+                       f"{harsh} |")
+        out.append("")
+    _full_figures(g, main)
+    return "\n".join(out) + "\n"
+
+
+def _full_figures(g: _Grid, main: list[dict]) -> None:
+    """Accuracy vs BER per width, and the 4-bit margin sweep (into benchmarks/figures)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from analysis import t_interval
+
+    bers = [float(b) for b in BERS_FULL.split(",")]
+    widths = sorted({r["bits"] for r in main})
+    fig, axes = plt.subplots(1, len(widths), figsize=(4 * len(widths), 3.6), sharey=True,
+                             squeeze=False)
+    styles = {"CE": ("#000000", "-"), "MCEL (m = 32)": ("#0072b2", "-"),
+              "CE + 1 % injection": ("#d55e00", "--"), "MHL (b = 128)": ("#009e73", ":")}
+    for ax, bits in zip(axes[0], widths, strict=True):
+        for r in (r for r in main if r["bits"] == bits and _method(r["name"]) in styles):
+            pts = [(100 * b, t_interval(v)) for b in bers
+                   if (v := g.acc(r["name"], b)) is not None]
+            if not pts:
+                continue
+            x = [p[0] for p in pts]
+            mean = [100 * p[1].mean for p in pts]
+            lo = [100 * (p[1].low if p[1].n > 1 else p[1].mean) for p in pts]
+            hi = [100 * (p[1].high if p[1].n > 1 else p[1].mean) for p in pts]
+            color, ls = styles[_method(r["name"])]
+            ax.plot(x, mean, ls, color=color, marker="o", ms=3, label=_method(r["name"]))
+            ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
+        ax.set_title(f"{bits}-bit weights" + (" (binarized)" if bits == 1 else ""),
+                     fontsize=10)
+        ax.set_xlabel("bit error rate (%)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy (%), 95 % CI over chips")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("VGG3 Fashion-MNIST, i.i.d. symmetric flips, offset binary", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(FIGURES / "mcel_ber_sweep.png", dpi=90)
+    plt.close(fig)
+
+    # margin sweep at 4 bits
+    ms = [(0, "vgg3-ce-4b")] + [(m, f"vgg3-mcel{m}-4b") for m in MARGINS]
+    pts = [(m, n, g.res.models[g.by_name[n]]) for m, n in ms if n in g.by_name]
+    if len(pts) < 3:
+        return
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for enc, color in (("offset-binary", "#0072b2"), ("twos-complement", "#d55e00")):
+        xs, ys, es = [], [], []
+        for m, n, _ in pts:
+            v = g.acc(n, 0.01, encoding=enc)
+            if v is None:
+                continue
+            iv = t_interval(v)
+            xs.append(m)
+            ys.append(100 * iv.mean)
+            es.append(100 * iv.half_width if iv.n > 1 else 0)
+        a1.errorbar(xs, ys, yerr=es, color=color, marker="o", capsize=3,
+                    label=f"BER 1 %, {enc}")
+    a1.plot([m for m, _, _ in pts], [100 * i.clean_accuracy for _, _, i in pts], "k--",
+            marker="s", ms=3, label="clean (integer)")
+    a1.set_xscale("symlog", linthresh=8)
+    a1.set_xticks([0, 8, 16, 32, 64, 128], ["CE", "8", "16", "32", "64", "128"])
+    a1.set_xlabel("MCEL margin m (0 = CE)")
+    a1.set_ylabel("accuracy (%)")
+    a1.legend(fontsize=8)
+    a1.grid(alpha=0.3)
+    a2.plot([m for m, _, _ in pts], [i.clean_mean_margin for _, _, i in pts], marker="o")
+    a2.set_xscale("symlog", linthresh=8)
+    a2.set_xticks([0, 8, 16, 32, 64, 128], ["CE", "8", "16", "32", "64", "128"])
+    a2.set_xlabel("MCEL margin m (0 = CE)")
+    a2.set_ylabel("mean logit margin (clean, float units)")
+    a2.grid(alpha=0.3)
+    fig.suptitle("4-bit VGG3 Fashion-MNIST: the margin sweep", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(FIGURES / "mcel_margin_sweep.png", dpi=90)
     plt.close(fig)
 
 
