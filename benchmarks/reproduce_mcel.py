@@ -538,7 +538,8 @@ def full_report(args, res, names: dict[str, str], meta: dict[str, dict],
     # models and accuracy under i.i.d. flips
     out += ["### Models and accuracy under i.i.d. symmetric flips (offset binary)", "",
             "| bits | method | clean acc. (float, 10k) % | "
-            f"clean acc. (integer, {n_images}) % | mean logit margin | BER 0.5 % | BER 1 % | BER 2 % | BER 1 %, two's compl. | train time (min) |",
+            f"clean acc. (integer, {n_images}) % | mean logit margin | BER 0.5 % | BER 1 % | "
+            "BER 2 % | BER 1 %, two's compl. | train time (min) |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in main:
         h = g.by_name.get(r["name"])
