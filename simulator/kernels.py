@@ -173,9 +173,10 @@ def _axpy_rows(w, o, colt, p_n, acc32, acc, r):
 
 
 @numba.njit(**NJIT)
-def _pool_requant_row(acc, r, ho, wo, pkh, pkw, psh, psw, pph, ppw, d,
+def _pool_requant_row(acc, ho, wo, pkh, pkw, psh, psw, pph, ppw, d,
                       bias, mult, add, shift, lo, hi, sign, out, n, o):  # fmt: skip
-    """Pool accumulators acc[r, :ho*wo] then requantize the winners into out[n, o].
+    """Pool accumulators acc[:ho*wo] (one channel, one image) then requantize the winners
+    into out[n, o].
 
     `d` is the direction for the output codes (+1 max, -1 min). The requantization F is
     monotone with direction sign(mult), so pooling codes equals pooling accumulators with
@@ -188,10 +189,10 @@ def _pool_requant_row(acc, r, ho, wo, pkh, pkw, psh, psw, pph, ppw, d,
         for py in range(out.shape[2]):
             for px in range(out.shape[3]):
                 q = 2 * py * wo + 2 * px
-                v0 = acc[r, q]
-                v1 = acc[r, q + 1]
-                v2 = acc[r, q + wo]
-                v3 = acc[r, q + wo + 1]
+                v0 = acc[q]
+                v1 = acc[q + 1]
+                v2 = acc[q + wo]
+                v3 = acc[q + wo + 1]
                 if da > 0:
                     best = max(max(v0, v1), max(v2, v3))
                 else:
@@ -204,10 +205,10 @@ def _pool_requant_row(acc, r, ho, wo, pkh, pkw, psh, psw, pph, ppw, d,
         for px in range(out.shape[3]):
             x0 = max(px * psw - ppw, 0)
             x1 = min(px * psw - ppw + pkw, wo)
-            best = acc[r, y0 * wo + x0]
+            best = acc[y0 * wo + x0]
             for y in range(y0, y1):
                 for xx in range(x0, x1):
-                    v = acc[r, y * wo + xx]
+                    v = acc[y * wo + xx]
                     if da > 0:
                         best = v if v > best else best
                     else:
@@ -269,7 +270,7 @@ def _conv2d(
                     for r in range(2 if pair else 1):
                         o = chans[ci + r]
                         if pkh > 0:
-                            _pool_requant_row(acc, r, ho, wo, pkh, pkw, psh, psw, pph, ppw,
+                            _pool_requant_row(acc[r], ho, wo, pkh, pkw, psh, psw, pph, ppw,
                                               pdir[o], bias[o], mult[o], add[o], shift[o],
                                               lo[o], hi[o], sign, out, n, o)  # fmt: skip
                             continue
@@ -319,6 +320,83 @@ def _linear(x, w, bias, mult, add, shift, lo, hi, sign, chans, wide, out, n_chun
                         out[n, o] = _requant_value(
                             acc[r, n - b0], bias[o], mult[o], add[o], shift[o], lo[o], hi[o], sign
                         )
+
+
+@numba.njit(**PARALLEL)
+def _im2col_f32(x, n0, c0, cg, kh, kw, sh, sw, ph, pw, ho, wo, colt):
+    """Position-major float32 columns of images n0, n0+1, ... for the BLAS path.
+
+    colt[k, m*P + p] = x[n0+m, c0+ci, oy*sh - ph + i, ox*sw - pw + j], k = (ci*kh + i)*kw + j,
+    p = oy*wo + ox, P = ho*wo, 0 outside the image; as many images as colt has columns / P.
+    (Left for reference: `_im2col`, transposed and per image.) Integer codes convert exactly
+    (the caller checks |x| <= 2^24). Each row k is written front to back (one stream, no
+    page hopping), along ox with the in-image range [ox0, ox1) computed up front so the
+    copy has no per-element branch. One row k per prange iteration: disjoint writes.
+    """
+    p_n = ho * wo
+    h = x.shape[2]
+    w = x.shape[3]
+    m_n = colt.shape[1] // p_n
+    for k in prange(colt.shape[0]):
+        ci = k // (kh * kw)
+        i = (k // kw) % kh
+        j = k % kw
+        # ix = ox*sw - pw + j in [0, w)  <=>  ox in [ox0, ox1)
+        ox0 = min(wo, max(0, (pw - j + sw - 1) // sw))
+        ox1 = max(ox0, min(wo, (w - 1 + pw - j) // sw + 1))
+        for m in range(m_n):
+            plane = x[n0 + m, c0 + ci]
+            for oy in range(ho):
+                iy = oy * sh - ph + i
+                q = m * p_n + oy * wo
+                if iy < 0 or iy >= h:
+                    for ox in range(wo):
+                        colt[k, q + ox] = np.float32(0)
+                    continue
+                for ox in range(ox0):
+                    colt[k, q + ox] = np.float32(0)
+                for ox in range(ox0, ox1):
+                    colt[k, q + ox] = np.float32(plane[iy, ox * sw - pw + j])
+                for ox in range(ox1, wo):
+                    colt[k, q + ox] = np.float32(0)
+
+
+@numba.njit(**PARALLEL)
+def _conv_requant(acc, n0, ho, wo, pkh, pkw, psh, psw, pph, ppw, pdir,
+                  bias, mult, add, shift, lo, hi, sign, chans, out):  # fmt: skip
+    """Bias + requantization (+ fused max pooling if pkh > 0) of precomputed accumulators.
+
+    acc [len(chans), M*P] (int32 or int64, exact): row r holds channel chans[r] for images
+    n0 .. n0+M-1, P = ho*wo positions each. Writes out[n0+m, chans[r]] only; same
+    arithmetic as `_conv2d` after its dot products. One image per prange iteration.
+    """
+    p_n = ho * wo
+    for m in prange(acc.shape[1] // p_n):
+        n = n0 + m
+        for r in range(chans.shape[0]):
+            o = chans[r]
+            a = acc[r, m * p_n : (m + 1) * p_n]
+            if pkh > 0:
+                _pool_requant_row(a, ho, wo, pkh, pkw, psh, psw, pph, ppw, pdir[o],
+                                  bias[o], mult[o], add[o], shift[o], lo[o], hi[o], sign,
+                                  out, n, o)  # fmt: skip
+                continue
+            for p in range(p_n):
+                out[n, o, p // wo, p % wo] = _requant_value(
+                    a[p], bias[o], mult[o], add[o], shift[o], lo[o], hi[o], sign
+                )
+
+
+@numba.njit(**PARALLEL)
+def _linear_requant(acc, n0, bias, mult, add, shift, lo, hi, sign, chans, out):
+    """out[n0+m, chans[r]] = requant(acc[m, r] + bias) for precomputed exact accumulators
+    acc [M, len(chans)] (int32 or int64). One image per prange iteration."""
+    for m in prange(acc.shape[0]):
+        for r in range(chans.shape[0]):
+            o = chans[r]
+            out[n0 + m, o] = _requant_value(
+                acc[m, r], bias[o], mult[o], add[o], shift[o], lo[o], hi[o], sign
+            )
 
 
 @numba.njit(**PARALLEL)
