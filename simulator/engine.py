@@ -28,9 +28,12 @@ _F32_EXACT = 2**24  # every integer of magnitude <= 2^24 is a float32
 _BLAS_MIN_FAN_IN = 32  # auto: smaller fan-in stays on the numba kernel (conv1: 9)
 _BLAS_MIN_KB = 16  # auto: fan-in blocks shorter than this stay on the numba kernel
 _BLAS_MIN_OUT = 16  # auto: fewer output channels (fc2: 10) stay on the numba kernel
-# auto leaves Conv on the numba kernel: on the 2-core AVX2 test machine the float32 im2col
-# (memory bound) plus sgemm was no faster than `_conv2d` for VGG3's conv2, and alternating
-# numba's and OpenBLAS's thread pools under load cost more (benchmarks/results_engine.md).
+# Which layers auto sends to BLAS. Both off for now: on the shared 2-core AVX2 machine
+# (benchmarks/results_engine.md) the float32 im2col (memory bound) plus sgemm was slower
+# than `_conv2d` for VGG3's conv2, and sgemm for fc1, though faster in isolation (1.3-1.5x),
+# left OpenBLAS's worker threads spinning after each call and slowed the numba layers
+# around it more than it saved (whole pass 0.8x; 1.05x with OPENBLAS_NUM_THREADS=1).
+_BLAS_AUTO_LINEAR = False
 _BLAS_AUTO_CONV = False
 _BLAS_BYTES = 64 * 2**20  # float32 columns (conv) or inputs (linear) per BLAS chunk
 
@@ -40,8 +43,9 @@ def gemm_mode() -> str:
 
     "int": numba integer kernels only. "blas": float32 BLAS wherever it is exact (not for
     XNOR layers, nor when a single product exceeds 2^24). "auto": BLAS where it pays
-    (Linear layers with fan-in >= 32, >= 16 outputs, fan-in blocks >= 16 long; Conv only
-    if `_BLAS_AUTO_CONV`), numba elsewhere. Results are identical.
+    (layers with fan-in >= 32, >= 16 outputs, fan-in blocks >= 16 long, of the kinds
+    enabled by `_BLAS_AUTO_LINEAR` / `_BLAS_AUTO_CONV`; at present neither, see there),
+    numba elsewhere. Results are identical.
     """
     mode = GEMM if GEMM is not None else os.environ.get("MCELSIM_GEMM", "auto")
     if mode not in _GEMM_MODES:
@@ -78,7 +82,7 @@ def _blas_block(x: np.ndarray, w: np.ndarray, k_n: int, xnor: bool = False,
         k_n < _BLAS_MIN_FAN_IN
         or kb < _BLAS_MIN_KB
         or w.shape[0] < _BLAS_MIN_OUT
-        or (conv and not _BLAS_AUTO_CONV)
+        or not (_BLAS_AUTO_CONV if conv else _BLAS_AUTO_LINEAR)
     ):
         return 0
     return kb

@@ -194,11 +194,13 @@ def test_gemm_mode_switch(monkeypatch):
     with pytest.raises(ValueError, match="MCELSIM_GEMM"):
         engine.gemm_mode()
     monkeypatch.setattr(engine, "GEMM", "auto")
+    monkeypatch.setattr(engine, "_BLAS_AUTO_LINEAR", True)
+    monkeypatch.setattr(engine, "_BLAS_AUTO_CONV", False)
     x = np.ones((2, 576), np.int8)
     w = np.ones((16, 576), np.int8)
     assert engine._blas_block(x, w, 576) == 576  # large fan-in: BLAS
     assert engine._blas_block(x, w[:10], 576) == 0  # 10 outputs (fc2): numba
-    assert engine._blas_block(x, w, 576, conv=True) == int(engine._BLAS_AUTO_CONV) * 576
+    assert engine._blas_block(x, w, 576, conv=True) == 0  # auto conv: off
     assert engine._blas_block(x[:, :9], w[:, :9], 9) == 0  # conv1-like: numba
     assert engine._blas_block(x, w, 576, xnor=True) == 0  # XNOR popcount: numba
     x16 = np.full((2, 576), 32767, np.int16)
@@ -226,6 +228,7 @@ def test_network_forward_identical_int_vs_blas(bits, monkeypatch):
         w.reshape(-1)[0] = lo
         bad[name] = w
     corrupted = net.with_weights(bad)
+    monkeypatch.setattr(engine, "_BLAS_AUTO_LINEAR", True)  # auto: BLAS on fc1
     for mode in ("auto", "blas"):
         monkeypatch.setattr(engine, "GEMM", "int")
         want, want_bad = net.forward(x), corrupted.forward(x)
