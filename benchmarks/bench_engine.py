@@ -12,6 +12,13 @@ Measures, in one run and on the same cores (images/s, best of --repeats):
 and the machine's int8 multiply-accumulate peak (numba int8 dot products widened to int32,
 L1-resident, every thread), with each dominant layer's share of it.
 
+"ours" runs with the default accumulator path (auto, at present = int). The clean and full
+corrupted passes and every layer are also timed side by side on each path: "int" (numba
+integer kernels only), "auto" with BLAS switched on for the large Linear layers
+(engine._BLAS_AUTO_LINEAR), and "blas" (exact float32 BLAS wherever exact, convolutions
+too); wall and CPU time (process_time: every thread, numba's and BLAS's), and checked to
+give identical logits. OpenBLAS uses its own thread pool (OPENBLAS_NUM_THREADS).
+
     .venv/bin/python benchmarks/bench_engine.py [--bits 4 8] [--ber 1e-4] [--threads 2]
 """
 
@@ -27,7 +34,7 @@ import torch
 
 from models import build_model
 from models.datasets import load_dataset
-from simulator import kernels
+from simulator import engine, kernels
 from simulator.importer import import_torch
 from simulator.ops import Conv, Linear
 
@@ -39,6 +46,34 @@ def best_time(fn, repeats: int) -> float:
         fn()
         best = min(best, time.perf_counter() - t)
     return best
+
+
+def best_times(fn, repeats: int) -> tuple[float, float]:
+    """(best wall time, CPU time of that run) over `repeats` runs."""
+    best = (float("inf"), float("inf"))
+    for _ in range(repeats):
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        best = min(best, (time.perf_counter() - t, time.process_time() - c))
+    return best
+
+
+def both_paths(fn, repeats: int, modes=("int", "auto")) -> dict:
+    """Time fn under each accumulator path (engine.GEMM; "auto" with BLAS on the large
+    Linear layers); outputs must agree exactly."""
+    res = {}
+    outs = {}
+    default = engine._BLAS_AUTO_LINEAR
+    for mode in modes:
+        engine.GEMM = mode
+        engine._BLAS_AUTO_LINEAR = True
+        outs[mode] = fn()
+        res[f"{mode}_s"], res[f"{mode}_cpu_s"] = best_times(fn, repeats)
+    engine.GEMM = None
+    engine._BLAS_AUTO_LINEAR = default
+    for mode in modes:
+        assert np.array_equal(outs[modes[0]], outs[mode]), f"{mode} and {modes[0]} disagree"
+    return res
 
 
 def flip_bits(net, ber: float, rng: np.random.Generator):
@@ -118,8 +153,13 @@ def layer_rates(net, x: np.ndarray, repeats: int) -> list[dict]:
         if isinstance(op, Conv) and op.pool is not None:
             positions *= op.pool.size
         macs = w.size * positions * x.shape[0]
-        t = best_time(lambda i=i, xs=xs: net.run_op(i, xs), repeats)
-        rows.append({"layer": op.module, "macs_per_image": macs // x.shape[0], "mac_s": macs / t})
+        row = {"layer": op.module, "macs_per_image": macs // x.shape[0]}
+        t = both_paths(lambda i=i, xs=xs: net.run_op(i, xs), repeats, ("int", "auto", "blas"))
+        for mode in ("int", "auto", "blas"):
+            row[f"mac_s_{mode}"] = macs / t[f"{mode}_s"]
+            row[f"mac_cpu_s_{mode}"] = macs / t[f"{mode}_cpu_s"]
+        row["mac_s"] = row["mac_s_auto"]
+        rows.append(row)
     return rows
 
 
@@ -185,7 +225,13 @@ def main() -> None:
         x = net.quantize_input(images)
         net.forward(x[:64])  # compile / load the numba cache
         r = {"bits": bits}
-        r["ours_clean_s"] = best_time(lambda net=net, x=x: net.forward(x), args.repeats)
+        for mode in ("int", "blas", None):  # compile / load every path's kernels
+            engine.GEMM = mode
+            net.forward(x[:64])
+        r["paths_clean"] = both_paths(
+            lambda net=net, x=x: net.forward(x), args.repeats, ("int", "auto", "blas")
+        )
+        r["ours_clean_s"] = r["paths_clean"]["int_s"]  # the default path (auto = int)
         r["torch_bs"], r["torch_clean_s"] = min(
             ((bs, best_time(lambda bs=bs, m=model: torch_forward(m, timg, bs), args.repeats))
              for bs in (250, 1000, 2500)),
@@ -204,7 +250,8 @@ def main() -> None:
                 np.mean([sum(len(d[0]) for d in c.values()) for c in chips])
             )
             bad = net.with_weights(applied(net, chips[0]))
-            e["ours_corrupt_s"] = best_time(lambda bad=bad, x=x: bad.forward(x), args.repeats)
+            e["paths_corrupt"] = both_paths(lambda bad=bad, x=x: bad.forward(x), args.repeats)
+            e["ours_corrupt_s"] = e["paths_corrupt"]["int_s"]
             session.logits(chips[0])  # compile / load the delta kernels
             times = []
             for c in chips:
@@ -251,6 +298,29 @@ def report(res: dict) -> str:
         )
     lines += [
         "",
+        "Accumulator paths, same run (identical logits, checked): int = numba integer "
+        "kernels only, auto = exact float32 BLAS on the large Linear layers (numba elsewhere), "
+        "blas = BLAS wherever exact (also the convolutions); CPU s = process_time",
+        "",
+        "| bits | pass, path | int img/s | path img/s | wall speed-up | int CPU s | "
+        "path CPU s | CPU speed-up |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in res["runs"]:
+        rows = [("clean", r["paths_clean"])]
+        rows += [(f"corrupted BER {e['ber']:g}", e["paths_corrupt"]) for e in r["ber"]]
+        for name, p in rows:
+            for mode in ("auto", "blas"):
+                if f"{mode}_s" not in p:
+                    continue
+                lines.append(
+                    f"| {r['bits']} | {name}, {mode} | {n / p['int_s']:.0f} | "
+                    f"{n / p[f'{mode}_s']:.0f} | {p['int_s'] / p[f'{mode}_s']:.2f}x | "
+                    f"{p['int_cpu_s']:.1f} | {p[f'{mode}_cpu_s']:.1f} | "
+                    f"{p['int_cpu_s'] / p[f'{mode}_cpu_s']:.2f}x |"
+                )
+    lines += [
+        "",
         "| bits | BER | flipped weights | ours full corrupted img/s | ours session img/s | "
         "torch corrupted img/s | pytorchfi img/s | session / torch corrupted |",
         "|---|---|---|---|---|---|---|---|",
@@ -274,7 +344,10 @@ def report(res: dict) -> str:
         for lay in r["layers"]:
             lines.append(
                 f"  {lay['layer']}: {lay['macs_per_image'] / 1e6:.2f} MMAC/image, "
-                f"{lay['mac_s'] / 1e9:.1f} GMAC/s = {lay['mac_s'] / res['peak_mac_s']:.0%} of peak"
+                f"auto {lay['mac_s'] / 1e9:.1f} GMAC/s = {lay['mac_s'] / res['peak_mac_s']:.0%} "
+                f"of peak; int / blas {lay['mac_s_int'] / 1e9:.1f} / "
+                f"{lay['mac_s_blas'] / 1e9:.1f} GMAC/s; per CPU second: int / blas "
+                f"{lay['mac_cpu_s_int'] / 1e9:.1f} / {lay['mac_cpu_s_blas'] / 1e9:.1f} GMAC"
             )
     return "\n".join(lines)
 
