@@ -721,7 +721,9 @@ def _full_figures(g: _Grid, main: list[dict]) -> None:
 
 
 def stage_figures(args) -> None:
-    """`mcelsim plot` of every campaign into RUNS/plots; the ablation figure into figures/."""
+    """`mcelsim plot` of every campaign into RUNS/plots; into benchmarks/figures: the
+    ablation figure (reduced scale; the full scale's come from its tables stage) and the
+    accuracy-vs-knob plot of each memory-profile campaign at this scale's image count."""
     out = args.runs / "plots"
     argv = ["plot", str(args.runs / "results.db"), "--out", str(out)]
     for cid in args.campaign:
@@ -730,11 +732,17 @@ def stage_figures(args) -> None:
         run_cmd(argv, args.dry_run)
     if args.dry_run:
         return
+    from analysis import load_results
+
     FIGURES.mkdir(parents=True, exist_ok=True)
     summary = args.runs / "summary_ber1.json"
-    if summary.exists():
+    if args.scale == "reduced" and summary.exists():
         ablation_figure(json.loads(summary.read_text()), FIGURES / "ablation_ber1.png")
-    log(f"figures in {out}; ablation figure in {FIGURES}")
+    for c in load_results(args.runs / "results.db").campaigns:
+        png = out / f"{c.campaign_id}_accuracy_vs_knob.png"
+        if c.kind == "knob" and c.profile and c.n_images == args.limit and png.exists():
+            shutil.copyfile(png, FIGURES / f"{c.profile.name.replace('-', '')}_accuracy.png")
+    log(f"figures in {out}; copies in {FIGURES}")
 
 
 def main(argv: list[str] | None = None) -> int:
