@@ -280,8 +280,9 @@ def build_model(arch: str, **kwargs: Any) -> nn.Sequential:
     input_size=28 (square images), weight_bits=8 (1 = binarized), act_bits=8, input_bits=8,
     granularity="channel"|"tensor", width=1.0 (channel multiplier), mean/std (per channel
     normalization, default 0.5), logit_scale=True (end with a learnable `LogitScale`; False
-    leaves the logits unscaled, for the logit-scale ablation). The model takes float32 NCHW images in [0, 1] and returns
-    float logits [N, num_classes]; `model.mcelsim_config` holds the full config.
+    leaves the logits unscaled, for the logit-scale ablation). The model takes float32 NCHW
+    images in [0, 1] and returns float logits [N, num_classes]; `model.mcelsim_config` holds
+    the full config.
     """
     cfg = model_config(arch, **kwargs)
     q = _Q(cfg["weight_bits"], cfg["act_bits"], cfg["granularity"])

@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         dataset=args.dataset, arch=args.arch, weight_bits=args.weight_bits,
         act_bits=args.act_bits, input_bits=args.input_bits, granularity=args.granularity,
-        width=args.width, logit_scale=args.logit_scale, loss=args.loss, margin=args.margin, logit_bound=args.logit_bound,
+        width=args.width, logit_scale=args.logit_scale, loss=args.loss, margin=args.margin,
+        logit_bound=args.logit_bound,
         mhl_b=args.mhl_b, inject_ber=args.inject_ber, inject_encoding=args.inject_encoding,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
