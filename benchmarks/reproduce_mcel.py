@@ -158,10 +158,9 @@ def campaigns(scale: str, runs_dir: Path, available: list[dict], chips: int,
         encs = ("offset-binary", "twos-complement") if tag == "tensor" else ("offset-binary",)
         for enc in encs:
             out.append((f"ablation {tag} {enc}", [*models, "--encoding", enc, *abl]))
-    # memory profiles: CE vs MCEL (m = 32) at 4 and 8 bits (the full scale) or 4 bits
-    key = pair4 + (pick("vgg3-ce-8b", "vgg3-mcel32-8b") if scale == "full" else [])
+    # memory profiles: the 4-bit CE / MCEL (m = 32) pair
     for prof, sweep in PROFILES:
-        out.append((f"profile {prof}", [*key, "--profile", prof, "--sweep", sweep, *base]))
+        out.append((f"profile {prof}", [*pair4, "--profile", prof, "--sweep", sweep, *base]))
     return out
 
 
