@@ -617,6 +617,8 @@ def full_report(args, res, names: dict[str, str], meta: dict[str, dict],
         if c.kind != "knob" or c.profile is None:
             continue
         for h, sp in safe_points(res, c, max_drop_pp=1.0).items():
+            if names.get(h) not in ("vgg3-ce-4b", "vgg3-mcel32-4b"):
+                continue  # the pair the profile campaigns are run for
             k = c.points.knob
             harsh = int(np.argmin(k) if c.profile.knob_harsher == "lower" else np.argmax(k))
             prof_rows.append((c.profile.name, c.profile.knob_name, c.profile.knob_unit,
