@@ -534,7 +534,12 @@ def full_report(args, res, names: dict[str, str], meta: dict[str, dict],
            "(± half-width); differences are paired on the same chips.", ""]
     grid = train_runs("full", False)
     main = [r for r in grid if not any(t in r["name"] for t in ("tensor", "act16", "nols"))]
-    main.sort(key=lambda r: (r["bits"], r["name"]))
+    def order(r: dict) -> tuple:
+        kind = {"ce": 0, "mcel": 1, "mhl": 2}[r["loss"]] + 3 * ("-inj1-" in r["name"])
+        margin = int(r["name"].split("mcel")[1].split("-")[0]) if r["loss"] == "mcel" else 0
+        return r["bits"], kind, margin
+
+    main.sort(key=order)
 
     # models and accuracy under i.i.d. flips
     out += ["### Models and accuracy under i.i.d. symmetric flips (offset binary)", "",
