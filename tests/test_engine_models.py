@@ -77,17 +77,21 @@ def zoo_case(request):
     return arch, model, net, images
 
 
-def test_numba_equals_reference_and_close_to_torch(zoo_case):
-    arch, model, net, images = zoo_case
+def _assert_numba_equals_reference_and_close_to_torch(model, net, images) -> None:
     x = net.quantize_input(images)
     logits = net.forward(x)
-    assert logits.dtype == np.int32 and logits.shape == (12, net.num_classes)
+    assert logits.dtype == np.int32 and logits.shape == (len(images), net.num_classes)
     np.testing.assert_array_equal(logits, net.reference_forward(x))
     with torch.no_grad():
         ref = model(torch.from_numpy(images)).numpy()
     assert np.mean(logits.argmax(1) == ref.argmax(1)) >= 10 / 12
     # float logits: within a small fraction of their range (activation rounding may differ)
     assert np.max(np.abs(logits * net.logit_scale - ref)) <= 0.05 * np.max(np.abs(ref)) + 1e-6
+
+
+def test_numba_equals_reference_and_close_to_torch(zoo_case):
+    _, model, net, images = zoo_case
+    _assert_numba_equals_reference_and_close_to_torch(model, net, images)
 
 
 def test_corrupted_weights_numba_equals_reference(zoo_case):
@@ -222,12 +226,5 @@ def test_model_without_logit_scale_imports_and_matches_torch():
     model = make_model("vgg3", logit_scale=False)
     assert model.mcelsim_config["logit_scale"] is False
     assert not any(hasattr(m, "log_scale") for m in model.modules())
-    net = import_torch(model)
-    images = _images(model, 12)
-    x = net.quantize_input(images)
-    logits = net.forward(x)
-    np.testing.assert_array_equal(logits, net.reference_forward(x))
-    with torch.no_grad():
-        ref = model(torch.from_numpy(images)).numpy()
-    assert np.mean(logits.argmax(1) == ref.argmax(1)) >= 10 / 12
-    assert np.max(np.abs(logits * net.logit_scale - ref)) <= 0.05 * np.max(np.abs(ref)) + 1e-6
+    _assert_numba_equals_reference_and_close_to_torch(model, import_torch(model),
+                                                      _images(model, 12))
