@@ -276,7 +276,7 @@ def stage_tables(args) -> str:
     names = {h: n for h in res.models for d, n in digests.items() if d.startswith(h)}
     meta = _train_meta(args.runs)
     if args.scale == "full":
-        text = full_report(args, res, names, meta, args.limit)
+        text = full_report(res, names, meta, args.limit)
         (args.runs / "report_full.md").write_text(text)
         print(text)
         return text
@@ -524,8 +524,7 @@ class _Grid:
         return paired_difference(x[ok], y[ok]) if ok.sum() > 1 else None
 
 
-def full_report(args, res, names: dict[str, str], meta: dict[str, dict],
-                n_images: int) -> str:
+def full_report(res, names: dict[str, str], meta: dict[str, dict], n_images: int) -> str:
     """The markdown of the full-scale results (tables) and its figures."""
     from analysis import t_interval
 
