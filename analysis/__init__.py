@@ -1,8 +1,9 @@
 """Analysis of campaign results: statistics over chips, figures, the HTML/JSON report.
 
 Reads the SQLite results store written by `mcelsim simulate` with plain sqlite3; imports
-only numpy, scipy and matplotlib (never the simulator or torch). Names resolve lazily so
-`import analysis` does not load matplotlib.
+numpy, scipy, matplotlib and, from `memory_models`, its statistics over chips and its
+user-error type (never the simulator or torch). Names resolve lazily so `import analysis`
+does not load matplotlib.
 
     from analysis import load_results, summarize, write_report
     res = load_results("results.db")             # or load_results(path, campaign="ID")
@@ -19,12 +20,12 @@ _EXPORTS = {
     "load_results": "analysis.results",
     "Results": "analysis.results",
     "Campaign": "analysis.results",
-    "t_interval": "analysis.stats",
-    "paired_difference": "analysis.stats",
-    "welch_difference": "analysis.stats",
-    "lowest_safe_point": "analysis.stats",
-    "Interval": "analysis.stats",
-    "SafePoint": "analysis.stats",
+    "t_interval": "memory_models.stats",
+    "paired_difference": "memory_models.stats",
+    "welch_difference": "memory_models.stats",
+    "Interval": "memory_models.stats",
+    "lowest_safe_point": "analysis.safe_point",
+    "SafePoint": "analysis.safe_point",
     "save_figures": "analysis.plots",
     "campaign_figures": "analysis.plots",
     "safe_points": "analysis.report",

@@ -22,7 +22,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from analysis.results import Campaign, Results
-from analysis.stats import SafePoint, reference_row, row_intervals, t_interval
+from analysis.safe_point import SafePoint, reference_row
+from memory_models.stats import row_intervals, t_interval
 
 # Okabe & Ito (2008) colour-blind safe palette, split by loss family.
 _OKABE = {

@@ -22,15 +22,8 @@ from string import Template
 import numpy as np
 
 from analysis.results import Campaign, Results
-from analysis.stats import (
-    Interval,
-    SafePoint,
-    lowest_safe_point,
-    paired_difference,
-    reference_row,
-    t_interval,
-    welch_difference,
-)
+from analysis.safe_point import SafePoint, lowest_safe_point, reference_row
+from memory_models.stats import Interval, paired_difference, t_interval, welch_difference
 
 REPORT_NAME = "report.html"
 JSON_NAME = "report.json"

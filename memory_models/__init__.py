@@ -59,6 +59,9 @@ bit (benchmarks/results_sampling.md).
 
 FlipRates.ber is the exact error rate of random data, (read01 + read10)/2, i.e. to first
 order (p01 + p10)/2 + (sa0 + sa1)/2: a stuck cell is wrong for half of the stored values.
+
+Statistics over chips (t-intervals, paired and Welch differences, upper bounds, the
+adaptive-chips stopping rule) are in `memory_models.stats` (scipy; not imported here).
 """
 
 from memory_models.encoding import ENCODINGS, decode, encode

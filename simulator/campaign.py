@@ -41,9 +41,9 @@ from typing import Any
 
 import numpy as np
 
+from memory_models.stats import needs_more_chips, paired_difference, t_interval
 from memory_models.usererror import UserInputError
 from simulator.deployment import DeployedNetwork, ReadResult, deploy
-from simulator.stats import Summary, paired_difference, summarize
 from simulator.store import ResultStore, margins_blob, mcelsim_version, now_iso
 
 __all__ = [
@@ -786,7 +786,8 @@ def run_campaign(
                 break
             wide = [
                 p for p in range(n_points)
-                if any(_summary(done, h, p, chips_per_point[p]).width >= spec.ci for h in hashes)
+                if any(needs_more_chips(_accuracies(done, h, p, chips_per_point[p]), spec.ci)
+                       for h in hashes)
             ]  # fmt: skip
             if not wide or target_chips >= max_chips:
                 break
@@ -803,7 +804,7 @@ def run_campaign(
     for h in hashes:
         for row in point_rows:
             p = row["point_index"]
-            s = _summary(done, h, p, chips_per_point[p])
+            s = t_interval(_accuracies(done, h, p, chips_per_point[p]))
             summary.append({"model_hash": h, "label": labels[h], "point_index": p,
                             "knob": row["knob"], "ber": row["ber"], **s.to_dict()})  # fmt: skip
     paired = []
@@ -812,9 +813,7 @@ def run_campaign(
             for row in point_rows:
                 p = row["point_index"]
                 n = chips_per_point[p]
-                da = {c: done[(a, p, c)] for c in range(n) if (a, p, c) in done}
-                db = {c: done[(b, p, c)] for c in range(n) if (b, p, c) in done}
-                s = paired_difference(da, db)
+                s = paired_difference(_accuracies(done, a, p, n), _accuracies(done, b, p, n))
                 paired.append({"a": labels[a], "b": labels[b], "a_hash": a, "b_hash": b,
                                "point_index": p, "knob": row["knob"], **s.to_dict()})  # fmt: skip
     sens = []
@@ -822,8 +821,7 @@ def run_campaign(
         n = chips_per_point[0]
         for h in hashes:
             for t, nm in targets[h]:
-                s = summarize(done_sens[(h, t, nm, c)] for c in range(n)
-                              if (h, t, nm, c) in done_sens)  # fmt: skip
+                s = t_interval([done_sens.get((h, t, nm, c), math.nan) for c in range(n)])
                 sens.append({"model_hash": h, "label": labels[h], "target": t, "name": nm,
                              "ber": point_rows[0]["ber"], **s.to_dict()})  # fmt: skip
     models_out = [{"model_hash": h, "label": labels[h], "clean_accuracy": clean[h][0],
@@ -836,6 +834,7 @@ def run_campaign(
     )  # fmt: skip
 
 
-def _summary(done: dict, h: str, p: int, n_chips: int) -> Summary:
-    return summarize(done[(h, p, c)] for c in range(n_chips) if (h, p, c) in done)
+def _accuracies(done: dict, h: str, p: int, n_chips: int) -> np.ndarray:
+    """Accuracy of model `h` at point `p` on chips 0 .. n_chips - 1 (NaN where not stored)."""
+    return np.array([done.get((h, p, c), math.nan) for c in range(n_chips)], dtype=np.float64)
 

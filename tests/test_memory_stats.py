@@ -1,0 +1,123 @@
+"""memory_models.stats: intervals over chips against scipy and hand computations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as st
+
+from memory_models.stats import (
+    Interval,
+    needs_more_chips,
+    paired_difference,
+    row_intervals,
+    t_interval,
+    upper_bound,
+    welch_difference,
+)
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 7, 19, 30, 99, 1000])
+@pytest.mark.parametrize("confidence", [0.5, 0.8, 0.9, 0.95, 0.99])
+def test_quantiles_are_scipy_t_ppf(df, confidence):
+    # Pins the Student-t quantiles behind every interval and bound to scipy.stats.t.ppf.
+    x = np.random.default_rng(df).normal(0.8, 0.05, df + 1)
+    se = x.std(ddof=1) / math.sqrt(x.size)
+    iv = t_interval(x, confidence)
+    assert iv.half_width / se == pytest.approx(st.t.ppf(0.5 + confidence / 2, df), rel=1e-12)
+    up = (upper_bound(x, confidence) - x.mean()) / se
+    assert up == pytest.approx(st.t.ppf(confidence, df), rel=1e-12)
+
+
+def test_t_interval_matches_scipy():
+    x = np.random.default_rng(1).normal(0.8, 0.05, 12)
+    iv = t_interval(x, 0.95)
+    lo, hi = st.t.interval(0.95, x.size - 1, loc=x.mean(), scale=st.sem(x))
+    assert iv.n == 12
+    assert iv.mean == pytest.approx(x.mean())
+    assert iv.std == pytest.approx(x.std(ddof=1))
+    assert (iv.low, iv.high) == (pytest.approx(lo), pytest.approx(hi))
+    iv99 = t_interval(x, 0.99)
+    assert iv99.half_width > iv.half_width
+
+
+def test_t_interval_by_hand_and_edge_cases():
+    # n = 4, mean 2.5, s = sqrt(5/3), t_{0.975, 3} = 3.182446305284263
+    iv = t_interval([1.0, 2.0, 3.0, 4.0, math.nan])
+    assert iv.n == 4
+    assert iv.half_width == pytest.approx(3.182446305284263 * math.sqrt(5 / 3) / 2)
+    one = t_interval([0.7])
+    assert one.mean == 0.7 and one.n == 1 and math.isnan(one.low) and math.isnan(one.high)
+    none = t_interval([math.nan])
+    assert none.n == 0 and math.isnan(none.mean)
+    same = t_interval([0.5, 0.5, 0.5])
+    assert same.low == same.high == 0.5
+    with pytest.raises(ValueError):
+        t_interval([1.0, 2.0], confidence=1.0)
+
+
+def test_scaled_interval_to_percent():
+    iv = t_interval([0.1, 0.2, 0.3]).scaled(100.0)
+    assert iv.mean == pytest.approx(20.0)
+    assert iv.half_width == pytest.approx(100.0 * t_interval([0.1, 0.2, 0.3]).half_width)
+
+
+def test_paired_difference_matches_scipy_ttest_rel():
+    rng = np.random.default_rng(2)
+    chip = rng.normal(0.0, 0.05, 20)  # shared chip effect (common random numbers)
+    a = 0.85 + chip + rng.normal(0, 0.005, 20)
+    b = 0.80 + chip + rng.normal(0, 0.005, 20)
+    iv = paired_difference(a, b)
+    ci = st.ttest_rel(a, b).confidence_interval(0.95)
+    assert iv.mean == pytest.approx(np.mean(a - b))
+    assert (iv.low, iv.high) == (pytest.approx(ci.low), pytest.approx(ci.high))
+    un = welch_difference(a, b)
+    ci_w = st.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert (un.low, un.high) == (pytest.approx(ci_w.low), pytest.approx(ci_w.high))
+    # the point of pairing: far narrower than two independent intervals
+    assert iv.half_width < un.half_width / 4
+
+
+def test_paired_difference_drops_incomplete_pairs():
+    a = np.array([0.9, 0.8, math.nan, 0.7])
+    b = np.array([0.8, math.nan, 0.6, 0.65])
+    iv = paired_difference(a, b)
+    assert iv.n == 2 and iv.mean == pytest.approx((0.1 + 0.05) / 2)
+    with pytest.raises(ValueError):
+        paired_difference([1.0, 2.0], [1.0])
+
+
+def test_upper_bound_is_one_sided():
+    x = np.array([0.2, 0.5, 0.3, 0.4, 0.6])
+    expect = x.mean() + st.t.ppf(0.95, 4) * x.std(ddof=1) / math.sqrt(5)
+    assert upper_bound(x, 0.95) == pytest.approx(expect)
+    assert math.isnan(upper_bound([0.1]))
+
+
+def test_interval_dict_for_campaign_results():
+    iv = t_interval([0.8, 0.9, 0.85])
+    d = iv.to_dict()
+    assert d["n"] == 3 and d["ci_level"] == 0.95
+    assert (d["mean"], d["std"], d["ci_lo"], d["ci_hi"]) == (iv.mean, iv.std, iv.low, iv.high)
+    assert iv.width == pytest.approx(iv.high - iv.low) == pytest.approx(2 * iv.half_width)
+    one = t_interval([0.7]).to_dict()
+    assert one["mean"] == 0.7 and one["std"] is None and one["ci_lo"] is None
+    assert t_interval([]).to_dict()["n"] == 0
+
+
+def test_row_intervals_one_per_row():
+    m = np.array([[0.1, 0.2, 0.3], [0.5, math.nan, 0.7]])
+    ivs = row_intervals(m)
+    assert ivs == [t_interval(m[0]), t_interval(m[1])]
+    assert isinstance(ivs[0], Interval) and ivs[1].n == 2
+
+
+def test_needs_more_chips_until_the_interval_is_narrow():
+    x = np.array([0.80, 0.82, 0.78, 0.81])
+    width = t_interval(x).width
+    assert needs_more_chips(x, width) and not needs_more_chips(x, width * 1.0001)
+    assert needs_more_chips([0.8], 1.0)  # one chip bounds nothing
+    assert not needs_more_chips([0.8, 0.8], 1e-12)  # every chip alike: width 0
+    assert not needs_more_chips([], 1e-12)
