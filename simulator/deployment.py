@@ -54,11 +54,16 @@ WEIGHT_ENCODINGS = ("offset-binary", "twos-complement", "sign-magnitude")
 
 @dataclass
 class ReadResult:
-    """What changed in one read of a deployed network (see the module docstring)."""
+    """What changed in one read of a deployed network (see the module docstring).
+
+    changes: the image's raw changes `{region: (idx, new codes)}` the result was made from;
+    `DeployedNetwork.filter(r.changes, only_layer=...)` restricts the same read.
+    """
 
     deltas: dict[str, tuple[np.ndarray, np.ndarray]]
     bias_deltas: dict[str, tuple[np.ndarray, np.ndarray]]
     counts: dict[str, int]
+    changes: Mapping[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 @dataclass
@@ -283,7 +288,7 @@ class DeployedNetwork:
                 deltas[reg.layer] = (idx, values)
                 counts["changed_weights"] += int(idx.size)
         counts["faults"] = counts["bit_errors"] if faults is None else int(faults)
-        return ReadResult(deltas, bias_deltas, counts)
+        return ReadResult(deltas, bias_deltas, counts, changes)
 
     def corrupted_network(self, r: ReadResult) -> Any:
         """The network with the read's changed weights (and biases) substituted."""

@@ -194,6 +194,14 @@ def test_sensitivity_filters_keep_one_layer_or_one_bit(net):
         assert np.all((old ^ encode(new, 4, "twos-complement")) == 0b1000)
     assert dep.sensitivity_targets() == [("layer", n) for n in net.weight_names] + [
         ("bit", str(j)) for j in range(4)]
+    # a read keeps its raw changes: filtering them again restricts that same read
+    r = dep.read(BitErrorModel(0.1, 0.1), np.random.default_rng(7))
+    assert r.deltas.keys() == full.deltas.keys()
+    again = dep.filter(r.changes, only_bit=3)
+    assert again.deltas.keys() == bit.deltas.keys()
+    for name in bit.deltas:
+        np.testing.assert_array_equal(again.deltas[name][0], bit.deltas[name][0])
+        np.testing.assert_array_equal(again.deltas[name][1], bit.deltas[name][1])
 
 
 def test_addresses_do_not_move_with_biases_or_protection(net):
