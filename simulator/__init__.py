@@ -16,7 +16,7 @@ _EXPORTS = {
     "deploy": "simulator.deployment",
     "DeployedNetwork": "simulator.deployment",
     "run_campaign": "simulator.campaign",
-    "CampaignSpec": "simulator.campaign",
+    "CampaignSpec": "simulator.spec",
     "ResultStore": "simulator.store",
 }
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from memory_models.usererror import UserInputError
-from simulator.campaign import ber_rates, chip_seed, parse_sweep, point_rng
+from simulator.spec import ber_rates, chip_seed, parse_sweep, point_rng
 
 
 def test_parse_sweep():
@@ -30,3 +30,16 @@ def test_ber_rates_and_seeds():
     assert chip_seed(0, 3) == chip_seed(0, 3) != chip_seed(1, 3)
     a = point_rng(5, 2, 7).random(4)
     np.testing.assert_array_equal(a, np.random.default_rng([5, 2, 7]).random(4))
+
+
+def test_campaign_module_keeps_its_public_names():
+    import simulator
+    from simulator import campaign, sample, spec
+
+    for name in ("CampaignSpec", "CampaignResult", "ModelEntry", "TestSet", "ber_rates",
+                 "chip_seed", "model_entry", "parse_sweep", "point_rng", "run_campaign",
+                 "score", "validate_spec"):  # fmt: skip
+        assert hasattr(campaign, name), name
+    assert simulator.CampaignSpec is campaign.CampaignSpec is spec.CampaignSpec
+    assert simulator.run_campaign is campaign.run_campaign
+    assert campaign.score is sample.score
