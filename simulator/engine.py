@@ -1,51 +1,67 @@
-"""Run one IR op with the numba kernels (validation, buffers, channel subsets).
+"""Run one IR op on the engine's backends (validation, buffers, channel subsets).
 
 `run_op(op, inputs, net, chans=None)` returns the op's output for every image of
 `inputs`; with `chans` (sorted output channels) only those channels of a Conv/Linear are
 computed and the rest of the returned array is left as `base` (a copy of the clean output).
-The numpy twin is `run_op_reference`.
 
-Conv and Linear accumulators come from one of two exact paths (`gemm_mode`): the numba
-integer kernels, or float32 BLAS matrix products split along the fan-in so that every
-float32 partial sum is an exactly representable integer (`_gemm_acc`). Both give the same
-integers; which one is faster depends on the layer and the machine (`gemm_mode`).
+Backends of the Conv and Linear accumulators: siblings that compute the same integers.
+  numba      `simulator.kernels`: fused dot products + requantization (+ pooling), any
+             operand widths, int32 or int64 accumulators. The oracle (MCELSIM_GEMM=int).
+  int8       `simulator.gemm_int8`: oneDNN's exact int8 x int8 -> int32 GEMM (VNNI); numba
+             gathers int8 patches (`kernels._im2col_i8`, no float im2col) and requantizes.
+  reference  `simulator.reference`, plain numpy int64 (`run_op_reference`, for tests).
+Everything that is not an accumulator (requantization, pooling, add, faults, deltas) runs
+on numba whatever the backend.
+
+Which backend a layer uses is decided by `plan` from what the import knows (weight bits,
+the input value's code range, fan-in), never from timing probes, and the int8 path runs
+only after `gemm_int8.proven` showed it exact for those operand ranges on this CPU.
+Unsigned 8-bit codes a in [0, 255] enter the int8 GEMM as a - 128 (`Plan.zero`); the
+exact correction zero * sum_k w[o, k] is added to the layer's int64 bias before
+requantization, so it costs one pass over the weights, not over the accumulators.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numba
 import numpy as np
 
-from simulator import kernels, reference
-from simulator.ops import Add, Conv, Flatten, Linear, MaxPool, Op, Requantize, SumPool
+from simulator import gemm_int8, kernels, reference
+from simulator.ops import (
+    INT32_MAX,
+    Add,
+    Conv,
+    Flatten,
+    Linear,
+    MaxPool,
+    Op,
+    Requantize,
+    SumPool,
+    weight_range,
+)
 
 GEMM: str | None = None
-"""Accumulator path: "auto", "blas" or "int"; None reads $MCELSIM_GEMM (default "auto")."""
-_GEMM_MODES = ("auto", "blas", "int")
-_F32_EXACT = 2**24  # every integer of magnitude <= 2^24 is a float32
-_BLAS_MIN_FAN_IN = 32  # auto: smaller fan-in stays on the numba kernel (conv1: 9)
-_BLAS_MIN_KB = 16  # auto: fan-in blocks shorter than this stay on the numba kernel
-_BLAS_MIN_OUT = 16  # auto: fewer output channels (fc2: 10) stay on the numba kernel
-# Which layers auto sends to BLAS. Both off for now: on the shared 2-core AVX2 machine
-# (benchmarks/results_engine.md) the float32 im2col (memory bound) plus sgemm was slower
-# than `_conv2d` for VGG3's conv2, and sgemm for fc1, though faster in isolation (1.3-1.5x),
-# left OpenBLAS's worker threads spinning after each call and slowed the numba layers
-# around it more than it saved (whole pass 0.8x; 1.05x with OPENBLAS_NUM_THREADS=1).
-_BLAS_AUTO_LINEAR = False
-_BLAS_AUTO_CONV = False
-_BLAS_BYTES = 64 * 2**20  # float32 columns (conv) or inputs (linear) per BLAS chunk
+"""Accumulator backend: "auto", "int8" or "int"; None reads $MCELSIM_GEMM (default "auto")."""
+_GEMM_MODES = ("auto", "int8", "int")
+# auto: a fan-in below this stays on numba. With a few products per output the GEMM is
+# bound by writing int32 accumulators (VGG3's conv1, fan-in 9: 3.5 GMAC/s on oneDNN against
+# about 12 on the numba kernel, benchmarks/results_engine.md); depthwise convs likewise.
+_INT8_MIN_FAN_IN = 32
+# int8 patches per conv GEMM call: small enough that patches, weights and accumulators of
+# one call stay in a core's L2 cache (VGG3 conv2: 4 images of 196 x 576 codes).
+_INT8_CONV_BYTES = 512 * 2**10
+_INT8_LINEAR_ROWS = 1024  # images per linear GEMM call
 
 
 def gemm_mode() -> str:
-    """The accumulator path in force: `GEMM` if set, else $MCELSIM_GEMM, else "auto".
+    """The backend switch in force: `GEMM` if set, else $MCELSIM_GEMM, else "auto".
 
-    "int": numba integer kernels only. "blas": float32 BLAS wherever it is exact (not for
-    XNOR layers, nor when a single product exceeds 2^24). "auto": BLAS where it pays
-    (layers with fan-in >= 32, >= 16 outputs, fan-in blocks >= 16 long, of the kinds
-    enabled by `_BLAS_AUTO_LINEAR` / `_BLAS_AUTO_CONV`; at present neither, see there),
-    numba elsewhere. Results are identical.
+    "int": numba kernels only. "int8": the int8 GEMM wherever it is exact (see `plan`).
+    "auto": the int8 GEMM where it is exact and pays (fan-in >= 32), numba elsewhere.
+    Results are identical.
     """
     mode = GEMM if GEMM is not None else os.environ.get("MCELSIM_GEMM", "auto")
     if mode not in _GEMM_MODES:
@@ -53,52 +69,54 @@ def gemm_mode() -> str:
     return mode
 
 
-def _absmax(a: np.ndarray) -> int:
-    """max |a| as a Python int (np.abs would wrap -128 in int8)."""
-    if a.size == 0:
-        return 0
-    return max(-int(a.min()), int(a.max()))
+@dataclass(frozen=True)
+class Plan:
+    """How one Conv/Linear layer computes its accumulators.
+
+    backend: "int8" or "numba"; zero: the int8 backend feeds input codes x - zero (so that
+    they fit int8); why: the reason, for reports and tests.
+    """
+
+    backend: str
+    zero: int = 0
+    why: str = ""
 
 
-def _blas_block(x: np.ndarray, w: np.ndarray, k_n: int, xnor: bool = False,
-                conv: bool = False) -> int:  # fmt: skip
-    """Fan-in block length for the BLAS path, or 0 to use the numba kernel.
+NUMBA = Plan("numba", why="default")
 
-    Exactness: x and w hold integer codes; with kb * max|w| * max|x| <= 2^24, every product
-    and every partial sum of at most kb products has magnitude <= 2^24, so it is an integer
-    that float32 represents exactly. Each rounding step of a float32 sum (or fused
-    multiply-add) of such values is then exact whatever order or blocking BLAS uses, and
-    each block's result is the exact integer dot product. Blocks are added in integers.
-    max|w| is of the codes actually passed (possibly corrupted), max|x| of these inputs.
+
+def plan(op: Op, w_bits: int, in_lo: int, in_hi: int, fan_in: int) -> Plan:
+    """Backend of layer `op` from import facts: weight bits, input code range, fan-in.
+
+    int8 needs: not XNOR, weights of <= 8 bits, input codes spanning <= 256 values (shifted
+    by `zero` into [-128, 127]), and fan_in * max|x - zero| * max|w| < 2^31 so that the
+    int32 GEMM accumulator cannot overflow whatever the (corrupted) weights.
     """
     mode = gemm_mode()
-    if mode == "int" or xnor or k_n == 0:
-        return 0
-    prod = _absmax(w) * _absmax(x)
-    kb = k_n if prod == 0 else min(k_n, _F32_EXACT // prod)
-    if kb < 1:
-        return 0
-    if mode == "auto" and (
-        k_n < _BLAS_MIN_FAN_IN
-        or kb < _BLAS_MIN_KB
-        or w.shape[0] < _BLAS_MIN_OUT
-        or not (_BLAS_AUTO_CONV if conv else _BLAS_AUTO_LINEAR)
-    ):
-        return 0
-    return kb
+    if mode == "int":
+        return Plan("numba", why="MCELSIM_GEMM=int")
+    if getattr(op, "xnor", False):
+        return Plan("numba", why="binarized XNOR-popcount layer")
+    if w_bits > 8:
+        return Plan("numba", why=f"{w_bits}-bit weights do not fit int8")
+    if in_hi - in_lo > 255:
+        return Plan("numba", why=f"input codes [{in_lo}, {in_hi}] do not fit 8 bits")
+    zero = 0 if -128 <= in_lo and in_hi <= 127 else in_lo + 128
+    x_max = max(abs(in_lo - zero), abs(in_hi - zero))
+    w_lo, w_hi = weight_range(w_bits)
+    if fan_in * x_max * max(-w_lo, w_hi) > INT32_MAX:
+        return Plan("numba", why="int32 GEMM accumulator could overflow")
+    if mode == "auto" and fan_in < _INT8_MIN_FAN_IN:
+        return Plan("numba", why=f"fan-in {fan_in} < {_INT8_MIN_FAN_IN}: memory bound")
+    return Plan("int8", zero=zero, why="operands fit int8")
 
 
-def _gemm_acc(a: np.ndarray, bt: np.ndarray, kb: int, dtype) -> np.ndarray:
-    """Exact integer a @ bt [M, N] (dtype) from float32 a [M, K], bt [K, N] holding integer
-    codes: one float32 BLAS product per fan-in block of length kb (exact, see
-    `_blas_block`), blocks summed in `dtype` (int32 only where the layer's import proved
-    the full sum fits). Called outside any prange: BLAS uses its own thread pool.
-    """
-    k_n = a.shape[1]
-    acc = (a[:, :kb] @ bt[:kb]).astype(dtype)
-    for k0 in range(kb, k_n, kb):
-        acc += (a[:, k0 : k0 + kb] @ bt[k0 : k0 + kb]).astype(dtype)
-    return acc
+def _int8_ready(p: Plan | None, w_bits: int, in_lo: int, in_hi: int, fan_in: int) -> bool:
+    """Whether the int8 path runs now: planned, and proven exact on this CPU."""
+    if p is None or p.backend != "int8":
+        return False
+    w_lo, w_hi = weight_range(w_bits)
+    return gemm_int8.proven(w_lo, w_hi, in_lo - p.zero, in_hi - p.zero, fan_in)
 
 
 def _chunks() -> int:
@@ -115,9 +133,31 @@ def _c(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def _rq_args(rq, bias: np.ndarray | None, c_n: int):
+def _rq_args(rq, bias: np.ndarray | None, c_n: int, zero_sums: np.ndarray | None = None):
+    """Requantization arguments; `zero_sums` (zero * sum_k w[o, k], int64) joins the bias."""
     b = np.zeros(c_n, np.int64) if bias is None else bias.astype(np.int64)
+    if zero_sums is not None:
+        b = b + zero_sums
     return b, rq.mult, rq.add, rq.shift, rq.lo, rq.hi, bool(rq.sign)
+
+
+def _zero_sums(w2: np.ndarray, zero: int, chans: np.ndarray) -> np.ndarray | None:
+    """zero * sum_k w2[o, k] (int64 [O]) for the output channels `chans` (others 0)."""
+    if zero == 0:
+        return None
+    out = np.zeros(w2.shape[0], np.int64)
+    out[chans] = zero * w2[chans].sum(axis=1, dtype=np.int64)
+    return out
+
+
+@dataclass(frozen=True)
+class LayerInput:
+    """What the engine knows of a Conv/Linear input besides its codes (from the import)."""
+
+    w_bits: int
+    lo: int
+    hi: int
+    plan: Plan
 
 
 def conv_out_shape(op: Conv, x_shape, w_shape) -> tuple[int, int, int, int]:
@@ -125,7 +165,11 @@ def conv_out_shape(op: Conv, x_shape, w_shape) -> tuple[int, int, int, int]:
     return (x_shape[0], w_shape[0], ho, wo)
 
 
-def run_conv(op: Conv, x, w, bias, chans=None, base=None) -> np.ndarray:
+def run_conv(op: Conv, x, w, bias, chans=None, base=None, info: LayerInput | None = None):
+    """Conv + requantization (+ fused pooling) of codes x [N, C, H, W] with weights w.
+
+    info: the layer's import facts; without it (direct calls) the numba kernels run.
+    """
     if x.ndim != 4 or x.shape[1] != w.shape[1] * op.groups:
         raise ValueError(
             f"{op.module}: input shape {x.shape} does not match weights {w.shape} "
@@ -140,29 +184,33 @@ def run_conv(op: Conv, x, w, bias, chans=None, base=None) -> np.ndarray:
         out = np.empty(shape, op.dtype)
     else:
         out = base.copy() if base is not None else np.zeros(shape, op.dtype)
+    chans = _c(chans.astype(np.int64))
     og = o_n // op.groups
     chan_ptr = np.searchsorted(chans, np.arange(op.groups + 1) * og).astype(np.int64)
     pool = op.pool
     pk, ps, pp = (pool.kernel, pool.stride, pool.padding) if pool else ((0, 0), (1, 1), (0, 0))
     pdir = op.pool_dir if op.pool_dir is not None else np.ones(o_n, np.int8)
-    kb = _blas_block(x, w, int(np.prod(w.shape[1:])), conv=True)
-    if kb:
-        _conv_blas(op, x, w, bias, chans.astype(np.int64), chan_ptr, pk, ps, pp, pdir, kb, out)
-        return out
+    fan_in = int(np.prod(w.shape[1:]))
+    if info is not None and _int8_ready(info.plan, info.w_bits, info.lo, info.hi, fan_in):
+        if _conv_int8(op, x, w, bias, chans, chan_ptr, pk, ps, pp, pdir, info.plan.zero, out):
+            return out
     kernels._conv2d(
         _c(x), _c(w).reshape(o_n, -1), *_rq_args(op.requant, bias, o_n),
         op.stride[0], op.stride[1], op.padding[0], op.padding[1], op.groups,
         w.shape[2], w.shape[3], pk[0], pk[1], ps[0], ps[1], pp[0], pp[1], pdir,
-        chan_ptr, _c(chans.astype(np.int64)), _wide(op), out, _chunks(),
+        chan_ptr, chans, _wide(op), out, _chunks(),
     )  # fmt: skip
     return out
 
 
-def _conv_blas(op: Conv, x, w, bias, chans, chan_ptr, pk, ps, pp, pdir, kb, out) -> None:
-    """Conv by float32 im2col + exact blocked BLAS (`_gemm_acc`) + numba requant/pool.
+def _conv_int8(op: Conv, x, w, bias, chans, chan_ptr, pk, ps, pp, pdir, zero, out) -> bool:
+    """Conv by int8 patches + int8 GEMM + numba requantization / pooling.
 
-    Images go in chunks whose float32 columns take <= _BLAS_BYTES; per chunk and group,
-    acc [channels, images*positions] = w_g @ colt, then `_conv_requant`.
+    Images go in chunks whose int8 patches take <= _INT8_CONV_BYTES; per chunk and group,
+    acc [channels, images*positions] = w_g @ colt (int32, exact), then `_conv_requant`.
+    Stride 1 gathers on the padded grid (`_pad_i8` + `_im2col_i8_s1`: contiguous copies,
+    row pitch Wp), other strides element by element (`_im2col_i8`, pitch wo).
+    Returns False (nothing trusted) if the GEMM is unavailable, so the caller runs numba.
     """
     o_n, cg, kh, kw = w.shape
     k_n = cg * kh * kw
@@ -170,25 +218,40 @@ def _conv_blas(op: Conv, x, w, bias, chans, chan_ptr, pk, ps, pp, pdir, kb, out)
     (sh, sw), (ph, pw) = op.stride, op.padding
     ho = (x.shape[2] + 2 * ph - kh) // sh + 1  # before pooling
     wo = (x.shape[3] + 2 * pw - kw) // sw + 1
-    p_n = ho * wo
-    step = max(1, min(n_img, _BLAS_BYTES // (4 * p_n * k_n)))
+    padded = sh == 1 and sw == 1
+    pitch = x.shape[3] + 2 * pw if padded else wo
+    p_n = ho * pitch
+    step = max(1, min(n_img, _INT8_CONV_BYTES // (p_n * k_n)))
     x = _c(x)
     w2 = _c(w).reshape(o_n, k_n)
-    rq = _rq_args(op.requant, bias, o_n)
-    dtype = np.int64 if _wide(op) else np.int32
+    rq = _rq_args(op.requant, bias, o_n, _zero_sums(w2, zero, chans))
     groups = []
     for g in range(op.groups):
         sub = _c(chans[chan_ptr[g] : chan_ptr[g + 1]])
         if sub.size:
-            groups.append((g, sub, w2[sub].astype(np.float32)))
-    colt = np.empty((k_n, step * p_n), np.float32)
+            groups.append((g, sub, _c(w2[sub]).astype(np.int8, copy=False)))
+    buf = np.empty(k_n * step * p_n, np.int8)
+    if padded:
+        xpad_buf = np.empty(step * x.shape[1] * (x.shape[2] + 2 * ph + 1) * pitch, np.int8)
     for n0 in range(0, n_img, step):
-        c = colt[:, : (min(n_img, n0 + step) - n0) * p_n]
-        for g, sub, wf in groups:
-            kernels._im2col_f32(x, n0, g * cg, cg, kh, kw, sh, sw, ph, pw, ho, wo, c)
-            acc = _gemm_acc(wf, c, kb, dtype)
-            kernels._conv_requant(acc, n0, ho, wo, pk[0], pk[1], ps[0], ps[1], pp[0], pp[1],
-                                  pdir, *rq, sub, out)  # fmt: skip
+        m = min(n_img, n0 + step) - n0
+        colt = buf[: k_n * m * p_n].reshape(k_n, m * p_n)
+        if padded:
+            xpad = xpad_buf[: m * x.shape[1] * (x.shape[2] + 2 * ph + 1) * pitch].reshape(
+                m, x.shape[1], x.shape[2] + 2 * ph + 1, pitch
+            )
+            kernels._pad_i8(x, n0, ph, pw, zero, xpad)
+        for g, sub, wg in groups:
+            if padded:
+                kernels._im2col_i8_s1(xpad, g * cg, cg, kh, kw, ho, colt)
+            else:
+                kernels._im2col_i8(x, n0, g * cg, cg, kh, kw, sh, sw, ph, pw, ho, wo, zero, colt)
+            acc = gemm_int8.matmul(wg, colt)
+            if acc is None:
+                return False
+            kernels._conv_requant(acc, n0, ho, wo, pitch, pk[0], pk[1], ps[0], ps[1], pp[0],
+                                  pp[1], pdir, *rq, sub, out)  # fmt: skip
+    return True
 
 
 def pack_signs(x: np.ndarray) -> np.ndarray:
@@ -198,7 +261,9 @@ def pack_signs(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def run_linear(op: Linear, x, w, bias, chans=None, base=None, wbits=None) -> np.ndarray:
+def run_linear(op: Linear, x, w, bias, chans=None, base=None, wbits=None,
+               info: LayerInput | None = None) -> np.ndarray:  # fmt: skip
+    """Linear + requantization of codes x [N, F]; info as in `run_conv`."""
     if x.ndim != 2 or x.shape[1] != w.shape[1]:
         raise ValueError(f"{op.module}: input shape {x.shape} does not match weights {w.shape}")
     o_n = w.shape[0]
@@ -207,15 +272,16 @@ def run_linear(op: Linear, x, w, bias, chans=None, base=None, wbits=None) -> np.
         out = np.empty((x.shape[0], o_n), op.dtype)
     else:
         out = base.copy() if base is not None else np.zeros((x.shape[0], o_n), op.dtype)
-    args = _rq_args(op.requant, bias, o_n)
     chans = _c(chans.astype(np.int64))
-    kb = _blas_block(x, w, x.shape[1], op.xnor)
-    if kb:
-        dtype = np.int64 if _wide(op) else np.int32
-        wf = w[chans].astype(np.float32)
-        for n0, acc in _linear_blas(x, wf, kb, dtype):
-            kernels._linear_requant(acc, n0, *args, chans, out)
-    elif op.xnor:
+    if info is not None and _int8_ready(info.plan, info.w_bits, info.lo, info.hi, x.shape[1]):
+        z = info.plan.zero
+        args = _rq_args(op.requant, bias, o_n, _zero_sums(w, z, chans))
+        w_sub = _c(w if chans.size == o_n else w[chans]).astype(np.int8, copy=False)
+        if _linear_int8(x, w_sub, z, lambda n0, acc: kernels._linear_requant(
+                acc, n0, *args, chans, out)):  # fmt: skip
+            return out
+    args = _rq_args(op.requant, bias, o_n)
+    if op.xnor:
         wb = wbits if wbits is not None else pack_signs(w)
         kernels._xnor_linear(pack_signs(x), wb, x.shape[1], *args, chans, out, _chunks())
     else:
@@ -223,32 +289,47 @@ def run_linear(op: Linear, x, w, bias, chans=None, base=None, wbits=None) -> np.
     return out
 
 
-def _linear_blas(x: np.ndarray, wf: np.ndarray, kb: int, dtype):
-    """Yield (n0, exact accumulators [rows, O]) of x @ wf.T over row chunks of x whose
-    float32 copy takes <= _BLAS_BYTES (`_gemm_acc`)."""
-    step = max(1, _BLAS_BYTES // (4 * max(1, x.shape[1])))
-    for n0 in range(0, x.shape[0], step):
-        xf = x[n0 : n0 + step].astype(np.float32)
-        yield n0, _gemm_acc(xf, wf.T, kb, dtype)
+def _as_int8(x: np.ndarray, zero: int) -> np.ndarray:
+    """Codes x - zero as a contiguous int8 array (no copy when already int8 with zero 0)."""
+    if zero == 0 and x.dtype == np.int8:
+        return _c(x)
+    out = np.empty(x.shape, np.int8)
+    kernels._shift_i8(_c(x), zero, out)
+    return out
 
 
-def linear_acc(x: np.ndarray, w: np.ndarray, wide: bool = True) -> np.ndarray:
-    """Exact accumulators x @ w.T as int64 (bias excluded): exact blocked BLAS
-    (`_gemm_acc`) or the linear kernel with an identity requantization (mult 1, add 0,
-    shift 0, no clamp). wide=False accumulates in int32 (only for layers whose import
-    proved int32 cannot overflow)."""
-    kb = _blas_block(x, w, x.shape[1])
-    if kb:
-        out = np.empty((x.shape[0], w.shape[0]), np.int64)
-        wf = w.astype(np.float32)
-        for n0, acc in _linear_blas(x, wf, kb, np.int64):
-            out[n0 : n0 + acc.shape[0]] = acc
-        return out
+def _linear_int8(x: np.ndarray, w_sub: np.ndarray, zero: int, sink) -> bool:
+    """Exact int32 accumulators (x - zero) @ w_sub.T per chunk of rows, each passed to
+    sink(n0, acc [rows, len(w_sub)]). False (nothing passed on trust) if unavailable."""
+    for n0 in range(0, x.shape[0], _INT8_LINEAR_ROWS):
+        acc = gemm_int8.matmul(_as_int8(x[n0 : n0 + _INT8_LINEAR_ROWS], zero), w_sub.T)
+        if acc is None:
+            return False
+        sink(n0, acc)
+    return True
+
+
+def linear_acc(x: np.ndarray, w: np.ndarray, wide: bool = True,
+               info: LayerInput | None = None) -> np.ndarray:  # fmt: skip
+    """Exact accumulators x @ w.T as int64 (bias excluded): the int8 GEMM plus the zero
+    correction where `info` allows it, else the linear kernel with an identity
+    requantization (mult 1, add 0, shift 0, no clamp). wide=False accumulates in int32
+    (only for layers whose import proved int32 cannot overflow)."""
     o_n = w.shape[0]
+    out = np.empty((x.shape[0], o_n), np.int64)
+    if info is not None and _int8_ready(info.plan, info.w_bits, info.lo, info.hi, x.shape[1]):
+        z = info.plan.zero
+        sums = _zero_sums(w, z, np.arange(o_n))
+        w8 = _c(w.astype(np.int8))
+
+        def sink(n0, acc):
+            out[n0 : n0 + acc.shape[0]] = acc if sums is None else acc + sums
+
+        if _linear_int8(x, w8, z, sink):
+            return out
     one = np.ones(o_n, np.int64)
     zero = np.zeros(o_n, np.int64)
     big = np.iinfo(np.int64)
-    out = np.empty((x.shape[0], o_n), np.int64)
     kernels._linear(_c(x), _c(w), zero, one, zero, zero, np.full(o_n, big.min),
                     np.full(o_n, big.max), False, np.arange(o_n, dtype=np.int64), bool(wide), out,
                     _chunks())  # fmt: skip

@@ -173,10 +173,10 @@ def _axpy_rows(w, o, colt, p_n, acc32, acc, r):
 
 
 @numba.njit(**NJIT)
-def _pool_requant_row(acc, ho, wo, pkh, pkw, psh, psw, pph, ppw, d,
+def _pool_requant_row(acc, ho, wo, pitch, pkh, pkw, psh, psw, pph, ppw, d,
                       bias, mult, add, shift, lo, hi, sign, out, n, o):  # fmt: skip
-    """Pool accumulators acc[:ho*wo] (one channel, one image) then requantize the winners
-    into out[n, o].
+    """Pool accumulators of one channel and image, position (y, x) at acc[y*pitch + x]
+    (pitch >= wo), then requantize the winners into out[n, o].
 
     `d` is the direction for the output codes (+1 max, -1 min). The requantization F is
     monotone with direction sign(mult), so pooling codes equals pooling accumulators with
@@ -188,11 +188,11 @@ def _pool_requant_row(acc, ho, wo, pkh, pkw, psh, psw, pph, ppw, d,
         # the common 2x2 / stride 2 window, unrolled (loops with runtime bounds are slow)
         for py in range(out.shape[2]):
             for px in range(out.shape[3]):
-                q = 2 * py * wo + 2 * px
+                q = 2 * py * pitch + 2 * px
                 v0 = acc[q]
                 v1 = acc[q + 1]
-                v2 = acc[q + wo]
-                v3 = acc[q + wo + 1]
+                v2 = acc[q + pitch]
+                v3 = acc[q + pitch + 1]
                 if da > 0:
                     best = max(max(v0, v1), max(v2, v3))
                 else:
@@ -205,10 +205,10 @@ def _pool_requant_row(acc, ho, wo, pkh, pkw, psh, psw, pph, ppw, d,
         for px in range(out.shape[3]):
             x0 = max(px * psw - ppw, 0)
             x1 = min(px * psw - ppw + pkw, wo)
-            best = acc[y0 * wo + x0]
+            best = acc[y0 * pitch + x0]
             for y in range(y0, y1):
                 for xx in range(x0, x1):
-                    v = acc[y * wo + xx]
+                    v = acc[y * pitch + xx]
                     if da > 0:
                         best = v if v > best else best
                     else:
@@ -270,7 +270,7 @@ def _conv2d(
                     for r in range(2 if pair else 1):
                         o = chans[ci + r]
                         if pkh > 0:
-                            _pool_requant_row(acc[r], ho, wo, pkh, pkw, psh, psw, pph, ppw,
+                            _pool_requant_row(acc[r], ho, wo, wo, pkh, pkw, psh, psw, pph, ppw,
                                               pdir[o], bias[o], mult[o], add[o], shift[o],
                                               lo[o], hi[o], sign, out, n, o)  # fmt: skip
                             continue
@@ -323,20 +323,22 @@ def _linear(x, w, bias, mult, add, shift, lo, hi, sign, chans, wide, out, n_chun
 
 
 @numba.njit(**PARALLEL)
-def _im2col_f32(x, n0, c0, cg, kh, kw, sh, sw, ph, pw, ho, wo, colt):
-    """Position-major float32 columns of images n0, n0+1, ... for the BLAS path.
+def _im2col_i8(x, n0, c0, cg, kh, kw, sh, sw, ph, pw, ho, wo, zero, colt):
+    """Position-major int8 columns of images n0, n0+1, ... for the int8 GEMM path.
 
-    colt[k, m*P + p] = x[n0+m, c0+ci, oy*sh - ph + i, ox*sw - pw + j], k = (ci*kh + i)*kw + j,
-    p = oy*wo + ox, P = ho*wo, 0 outside the image; as many images as colt has columns / P.
-    (Left for reference: `_im2col`, transposed and per image.) Integer codes convert exactly
-    (the caller checks |x| <= 2^24). Each row k is written front to back (one stream, no
-    page hopping), along ox with the in-image range [ox0, ox1) computed up front so the
-    copy has no per-element branch. One row k per prange iteration: disjoint writes.
+    colt[k, m*P + p] = x[n0+m, c0+ci, oy*sh - ph + i, ox*sw - pw + j] - zero, with
+    k = (ci*kh + i)*kw + j, p = oy*wo + ox, P = ho*wo, and 0 - zero outside the image (the
+    padding code is 0); as many images as colt has columns / P. The caller picks `zero` so
+    that every x - zero fits int8. (Left for reference: `_im2col`, transposed and per image.)
+    Each row k is written front to back, along ox with the in-image range [ox0, ox1)
+    computed up front so the copy has no per-element branch. One row k per prange
+    iteration: disjoint writes.
     """
     p_n = ho * wo
     h = x.shape[2]
     w = x.shape[3]
     m_n = colt.shape[1] // p_n
+    pad = np.int8(-zero)
     for k in prange(colt.shape[0]):
         ci = k // (kh * kw)
         i = (k // kw) % kh
@@ -351,40 +353,100 @@ def _im2col_f32(x, n0, c0, cg, kh, kw, sh, sw, ph, pw, ho, wo, colt):
                 q = m * p_n + oy * wo
                 if iy < 0 or iy >= h:
                     for ox in range(wo):
-                        colt[k, q + ox] = np.float32(0)
+                        colt[k, q + ox] = pad
                     continue
                 for ox in range(ox0):
-                    colt[k, q + ox] = np.float32(0)
+                    colt[k, q + ox] = pad
                 for ox in range(ox0, ox1):
-                    colt[k, q + ox] = np.float32(plane[iy, ox * sw - pw + j])
+                    colt[k, q + ox] = np.int8(plane[iy, ox * sw - pw + j] - zero)
                 for ox in range(ox1, wo):
-                    colt[k, q + ox] = np.float32(0)
+                    colt[k, q + ox] = pad
 
 
 @numba.njit(**PARALLEL)
-def _conv_requant(acc, n0, ho, wo, pkh, pkw, psh, psw, pph, ppw, pdir,
+def _shift_i8(x, zero, out):
+    """out[n, f] = x[n, f] - zero as int8 (the caller checks it fits). One image per
+    prange iteration."""
+    for n in prange(x.shape[0]):
+        for f in range(x.shape[1]):
+            out[n, f] = np.int8(x[n, f] - zero)
+
+
+@numba.njit(**PARALLEL)
+def _conv_requant(acc, n0, ho, wo, pitch, pkh, pkw, psh, psw, pph, ppw, pdir,
                   bias, mult, add, shift, lo, hi, sign, chans, out):  # fmt: skip
     """Bias + requantization (+ fused max pooling if pkh > 0) of precomputed accumulators.
 
-    acc [len(chans), M*P] (int32 or int64, exact): row r holds channel chans[r] for images
-    n0 .. n0+M-1, P = ho*wo positions each. Writes out[n0+m, chans[r]] only; same
-    arithmetic as `_conv2d` after its dot products. One image per prange iteration.
+    acc [len(chans), M*ho*pitch] (int32 or int64, exact): row r holds channel chans[r] for
+    images n0 .. n0+M-1, ho rows of `pitch` >= wo positions each (positions past wo are
+    ignored). Writes out[n0+m, chans[r]] only; same arithmetic as `_conv2d` after its dot
+    products. One image per prange iteration.
     """
-    p_n = ho * wo
+    p_n = ho * pitch
     for m in prange(acc.shape[1] // p_n):
         n = n0 + m
         for r in range(chans.shape[0]):
             o = chans[r]
             a = acc[r, m * p_n : (m + 1) * p_n]
             if pkh > 0:
-                _pool_requant_row(a, ho, wo, pkh, pkw, psh, psw, pph, ppw, pdir[o],
+                _pool_requant_row(a, ho, wo, pitch, pkh, pkw, psh, psw, pph, ppw, pdir[o],
                                   bias[o], mult[o], add[o], shift[o], lo[o], hi[o], sign,
                                   out, n, o)  # fmt: skip
                 continue
-            for p in range(p_n):
-                out[n, o, p // wo, p % wo] = _requant_value(
-                    a[p], bias[o], mult[o], add[o], shift[o], lo[o], hi[o], sign
-                )
+            for oy in range(ho):
+                for ox in range(wo):
+                    out[n, o, oy, ox] = _requant_value(
+                        a[oy * pitch + ox], bias[o], mult[o], add[o], shift[o], lo[o], hi[o],
+                        sign,
+                    )  # fmt: skip
+
+
+@numba.njit(**PARALLEL)
+def _pad_i8(x, n0, ph, pw, zero, xpad):
+    """xpad[m, c, ph + y, pw + x] = x[n0+m, c, y, x] - zero as int8, and -zero (the padding
+    code 0, shifted) everywhere else of xpad [M, C, Hp + 1, Wp]; the extra row lets every
+    patch row of `_im2col_i8_s1` be one contiguous slice. One image per prange iteration."""
+    h = x.shape[2]
+    w = x.shape[3]
+    pad = np.int8(-zero)
+    for m in prange(xpad.shape[0]):
+        for c in range(xpad.shape[1]):
+            for y in range(xpad.shape[2]):
+                iy = y - ph
+                if iy < 0 or iy >= h:
+                    for xx in range(xpad.shape[3]):
+                        xpad[m, c, y, xx] = pad
+                    continue
+                row = xpad[m, c, y]
+                src = x[n0 + m, c, iy]
+                row[:pw] = pad
+                if zero == 0:
+                    row[pw : pw + w] = src  # plain copy (no per-element conversion)
+                else:
+                    for xx in range(w):
+                        row[pw + xx] = np.int8(src[xx] - zero)
+                row[pw + w :] = pad
+
+
+@numba.njit(**PARALLEL)
+def _im2col_i8_s1(xpad, c0, cg, kh, kw, ho, colt):
+    """Stride-1 int8 columns on the padded grid, one contiguous copy per row and image.
+
+    With Wp = xpad.shape[3] and Pv = ho * Wp virtual positions t = oy*Wp + ox per image
+    (ox in [0, Wp); only ox < wo = Wp - kw + 1 are real outputs):
+        colt[k, m*Pv + t] = xpad[m, c0+ci].flat[t + i*Wp + j],  k = (ci*kh + i)*kw + j,
+    which is xpad[m, c0+ci, oy + i, ox + j] for every real output position. Costs Wp/wo
+    more GEMM columns than `_im2col_i8` but no per-element index arithmetic. One row k
+    per prange iteration: disjoint writes.
+    """
+    wp = xpad.shape[3]
+    pv = ho * wp
+    for k in prange(colt.shape[0]):
+        ci = k // (kh * kw)
+        off = ((k // kw) % kh) * wp + k % kw
+        for m in range(colt.shape[1] // pv):
+            plane = xpad[m, c0 + ci].reshape(-1)
+            colt[k, m * pv : (m + 1) * pv] = plane[off : off + pv]
 
 
 @numba.njit(**PARALLEL)

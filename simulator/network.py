@@ -240,6 +240,23 @@ class IntegerNetwork:
             out[start : start + bs] = values[-1].reshape(values[-1].shape[0], -1)
         return out
 
+    def value_range(self, v: int) -> tuple[int, int]:
+        """Worst-case code range [lo, hi] of value v (0 = the quantized input)."""
+        if v == 0:
+            return self.input_spec.qmin, self.input_spec.qmax
+        op = self.ops[v - 1]
+        return op.lo, op.hi
+
+    def layer_input(self, i: int) -> engine.LayerInput:
+        """Import facts of Conv/Linear op i for the engine: weight bits, input code range,
+        and the backend plan (`engine.plan`, read now so MCELSIM_GEMM changes apply)."""
+        op = self.ops[i]
+        w = self._weights[op.weight]
+        bits = self._bits[op.weight]
+        lo, hi = self.value_range(op.src[0])
+        fan_in = int(np.prod(w.shape[1:]))
+        return engine.LayerInput(bits, lo, hi, engine.plan(op, bits, lo, hi, fan_in))
+
     def run_op(self, i: int, xs: list[np.ndarray], reference: bool = False,
                chans: np.ndarray | None = None, base: np.ndarray | None = None,
                weights: Mapping[str, np.ndarray] | None = None,
@@ -254,7 +271,7 @@ class IntegerNetwork:
             if reference:
                 return engine.run_op_reference(op, xs, w, b)
             run = engine.run_conv if isinstance(op, Conv) else engine.run_linear
-            return run(op, xs[0], w, b, chans=chans, base=base)
+            return run(op, xs[0], w, b, chans=chans, base=base, info=self.layer_input(i))
         if reference:
             return engine.run_op_reference(op, xs)
         return engine.run_simple(op, xs)
@@ -306,7 +323,8 @@ class Session:
         for i, op in enumerate(net.ops):
             if isinstance(op, Linear):
                 w = net._weights[op.weight]
-                self.acc[i] = engine.linear_acc(self.values[op.src[0]], w, engine._wide(op))
+                self.acc[i] = engine.linear_acc(self.values[op.src[0]], w, engine._wide(op),
+                                                net.layer_input(i))
                 self._wt[i] = np.ascontiguousarray(w.T)
 
     @property
