@@ -191,23 +191,15 @@ def bootstrap_interval(
     Deterministic: the resamples come from `seed`. As `t_interval`, n < 2 gives NaN bounds;
     equal values give the point itself.
     """
-    _check_confidence(confidence)
-    x = _finite(values)
-    n = int(x.size)
-    if n == 0:
-        return Interval(math.nan, math.nan, 0, math.nan, math.nan, confidence)
-    mean = float(x.mean())
-    if n < 2:
-        return Interval(mean, math.nan, 1, math.nan, math.nan, confidence)
-    std = float(x.std(ddof=1))
-    if std == 0.0:  # every resample has the same mean
-        return Interval(mean, std, n, mean, mean, confidence)
+    iv = t_interval(values, confidence)
+    if iv.n < 2 or iv.std == 0.0:  # no spread: every resample has the same mean
+        return iv
     res = _st.bootstrap(
-        (x,), np.mean, confidence_level=confidence, n_resamples=n_resamples, method="BCa",
-        random_state=np.random.default_rng(seed),
+        (_finite(values),), np.mean, confidence_level=confidence, n_resamples=n_resamples,
+        method="BCa", random_state=np.random.default_rng(seed),
     )  # fmt: skip
     ci = res.confidence_interval
-    return Interval(mean, std, n, float(ci.low), float(ci.high), confidence)
+    return Interval(iv.mean, iv.std, iv.n, float(ci.low), float(ci.high), confidence)
 
 
 def paired_bootstrap_difference(
