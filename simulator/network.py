@@ -42,17 +42,22 @@ Engines: `forward` runs the numba kernels in parallel over images (prange over i
 chunks, each writing its own slice; results do not depend on batch size or thread count);
 `reference_forward` runs the numpy reference; both give identical integers.
 
-Sessions (`net.session(x)`): cache the clean output of every op for the batch x, plus the
-clean int64 accumulators (bias excluded) and a transposed weight copy of every linear
-layer. Memory: sum over ops of N * output elements * itemsize, + N * O * 8 bytes per
-linear layer (VGG3 on Fashion-MNIST: about 38 kB per image, 380 MB for 10 000 images).
-`session.logits(deltas)` is exact and equals `with_weights(...).forward(x)`:
-  conv layers   recompute only the output channels a changed weight/bias feeds (all
-                images), and whole images only where their input changed;
-  linear layers update the cached accumulators: + dw * x_k per changed weight (all images,
-                O(N) each), + (x_new - x)_k * w_k per changed input of an image (O(O) each);
-  other ops     rerun only on images whose input differs from the clean pass;
-and an image whose output equals the clean one is clean again for everything downstream.
+Sessions (`net.session(x)`): cache the clean output of every op for the batch x. Memory:
+sum over ops of N * output elements * itemsize (VGG3 on Fashion-MNIST: about 38 kB per
+image, 380 MB for 10 000 images), + N * O * 8 bytes per linear layer once a "patch" pass
+has run. `session.logits(deltas)` is exact and equals `with_weights(...).forward(x)`, in
+one of two ways (`mode`, "auto" picks by the fraction of weights changed):
+  patch   per-image bookkeeping, for a handful of changed weights:
+          conv layers   recompute only the output channels a changed weight/bias feeds (all
+                        images), and whole images only where their input changed;
+          linear layers update cached clean accumulators: + dw * x_k per changed weight
+                        (all images, O(N) each), + (x_new - x)_k * w_k per changed input of
+                        an image (O(O) each);
+          other ops     rerun only on images whose input differs from the clean pass;
+          and an image whose output equals the clean one is clean again downstream.
+  reuse   batch by batch: an op whose inputs are unchanged keeps its clean output or
+          recomputes only the channels whose weights changed; every op downstream of a
+          change runs in full (at high error rates every image is dirty anyway).
 """
 
 from __future__ import annotations
@@ -68,6 +73,11 @@ from simulator.ops import Conv, Linear, Op, code_dtype, weight_range
 __all__ = ["IntegerNetwork", "InputSpec", "Session"]
 
 DEFAULT_BATCH = 1024
+# Session.logits(mode="auto"): per-image patches when at most this fraction of the stored
+# weights changed, else the reuse pass. Beyond ~1e-4 a few changed weights of an early
+# layer already reach every image, and per-image bookkeeping costs more than it saves
+# (benchmarks/results_campaign.md).
+PATCH_FRACTION = 1e-4
 
 
 @dataclass(frozen=True, eq=False)
@@ -313,18 +323,25 @@ class Session:
     def __init__(self, net: IntegerNetwork, x: np.ndarray, batch_size: int | None = None):
         self.net = net
         n = x.shape[0]
-        bs = int(batch_size or DEFAULT_BATCH)
+        self.batch_size = bs = int(batch_size or DEFAULT_BATCH)
         chunks = [net.run_values(x[s : s + bs], keep=True) for s in range(0, n, bs)]
         self.values = [np.concatenate([c[v] for c in chunks]) for v in range(len(net.ops) + 1)]
         self.n = n
-        # clean accumulators (int64, bias excluded) of linear layers, for exact delta updates
+        self.n_weights = sum(int(w.size) for w in net._weights.values())
+        # clean accumulators (int64, bias excluded) and transposed weights of linear layers,
+        # for exact per-image delta updates; built on the first "patch" pass
         self.acc: dict[int, np.ndarray] = {}
         self._wt: dict[int, np.ndarray] = {}
+
+    def _linear_state(self) -> None:
+        if self.acc or not any(isinstance(op, Linear) for op in self.net.ops):
+            return
+        net = self.net
         for i, op in enumerate(net.ops):
             if isinstance(op, Linear):
                 w = net._weights[op.weight]
                 self.acc[i] = engine.linear_acc(self.values[op.src[0]], w, engine._wide(op),
-                                                net.layer_input(i))
+                                                net.layer_input(i))  # fmt: skip
                 self._wt[i] = np.ascontiguousarray(w.T)
 
     @property
@@ -334,12 +351,22 @@ class Session:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: every op output, linear accumulators and transposed linear weights."""
+        """Bytes held: every op output, linear accumulators and transposed linear weights
+        (the last two once a "patch" pass has built them)."""
         arrays = self.values + list(self.acc.values()) + list(self._wt.values())
         return int(sum(v.nbytes for v in arrays))
 
-    def logits(self, deltas: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-        """int32 logits with weight (or bias) codes changed: name -> (flat idx, new values)."""
+    def logits(self, deltas: Mapping[str, tuple[np.ndarray, np.ndarray]],
+               mode: str = "auto") -> np.ndarray:  # fmt: skip
+        """int32 logits with weight (or bias) codes changed: name -> (flat idx, new values).
+
+        mode "patch": per-image bookkeeping (only images whose values differ are carried
+        downstream); "reuse": every image downstream of a change, in batches, reusing the
+        clean outputs of ops whose inputs are unchanged (`_reuse_pass`); "auto": patch when
+        at most PATCH_FRACTION of the stored weights changed, else reuse. Same integers.
+        """
+        if mode not in ("auto", "patch", "reuse"):
+            raise ValueError(f"mode must be 'auto', 'patch' or 'reuse', got {mode!r}")
         net = self.net
         weights, biases, changed = {}, {}, {}
         for name, (idx, vals) in deltas.items():
@@ -366,6 +393,10 @@ class Session:
             changed.setdefault(op_i, set()).update(np.unique(idx // per_out).tolist())
         all_w = {**net._weights, **weights}
         all_b = {**net._biases, **biases}
+        n_changed = sum(int(np.size(d[0])) for d in deltas.values())
+        if mode == "reuse" or (mode == "auto" and n_changed > PATCH_FRACTION * self.n_weights):
+            return self._reuse_pass(all_w, all_b, changed)
+        self._linear_state()
         # patches[v] = (sorted image indices, their values) where value v differs from clean
         patches: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for i, op in enumerate(net.ops):
@@ -393,6 +424,40 @@ class Session:
         if last in patches:
             imgs, vals = patches[last]
             out[imgs] = vals.reshape(imgs.size, -1)
+        return out
+
+    def _reuse_pass(self, all_w, all_b, changed: dict[int, set]) -> np.ndarray:
+        """Logits of every image, batch by batch, with the changed weights / biases.
+
+        An op whose inputs are all clean (equal to the cached clean values) keeps its clean
+        output if none of its weights changed, and recomputes only the output channels
+        `changed[i]` onto the clean output if some did (exact: a channel's output depends
+        only on its own weights and the inputs). Every other op runs in full. No per-image
+        comparison: downstream of the first change every image is recomputed, which is
+        what high error rates need (a changed weight in an early layer reaches every image).
+        """
+        net = self.net
+        out = np.empty((self.n, net.num_classes), np.int32)
+        last = len(net.ops)
+        for s in range(0, self.n, self.batch_size):
+            sl = slice(s, min(self.n, s + self.batch_size))
+            vals: dict[int, np.ndarray] = {}  # value -> this batch's (changed) value
+            for i, op in enumerate(net.ops):
+                if all(v not in vals for v in op.src):
+                    if i not in changed:
+                        continue  # output clean: read from the cache when needed
+                    chans = np.array(sorted(changed[i]), np.int64)
+                    xs = [self.values[v][sl] for v in op.src]
+                    vals[i + 1] = net.run_op(i, xs, chans=chans, base=self.values[i + 1][sl],
+                                             weights=all_w, biases=all_b)  # fmt: skip
+                else:
+                    xs = [vals[v] if v in vals else self.values[v][sl] for v in op.src]
+                    vals[i + 1] = net.run_op(i, xs, weights=all_w, biases=all_b)
+                for v in op.src:
+                    if net._last_use[v] == i:
+                        vals.pop(v, None)
+            logits = vals[last] if last in vals else self.values[last][sl]
+            out[sl] = logits.reshape(logits.shape[0], -1)
         return out
 
     def _linear_delta(self, i, op, dirty, patches, weights, biases) -> None:

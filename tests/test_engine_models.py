@@ -145,15 +145,20 @@ def test_session_deltas_equal_full_forward(zoo_case):
             new = w.copy()
             new.reshape(-1)[idx] = vals
             applied[name] = new
-        np.testing.assert_array_equal(session.logits(deltas), net.with_weights(applied).forward(x))
+        want = net.with_weights(applied).forward(x)
+        for mode in ("auto", "patch", "reuse"):
+            np.testing.assert_array_equal(session.logits(deltas, mode=mode), want)
     assert np.array_equal(session.logits({}), session.clean_logits)
+    assert np.array_equal(session.logits({}, mode="reuse"), session.clean_logits)
     # biases take deltas too
     if net.biases():
         bname, b = next(iter(net.biases().items()))
         new_b = b.copy()
         new_b[0] += 2**20
-        got = session.logits({bname: (np.array([0]), np.array([new_b[0]]))})
-        np.testing.assert_array_equal(got, net.with_weights({}, {bname: new_b}).forward(x))
+        want = net.with_weights({}, {bname: new_b}).forward(x)
+        for mode in ("patch", "reuse"):
+            got = session.logits({bname: (np.array([0]), np.array([new_b[0]]))}, mode=mode)
+            np.testing.assert_array_equal(got, want)
 
 
 def test_weight_api_matches_torch_codes():
