@@ -47,8 +47,10 @@ def _block_positions(entropy, purpose, tier, blocks, counts, block_shift, want_u
     Offsets are the top `block_shift` bits of successive draws, a repeat within the block
     being redrawn (the first k distinct values of an i.i.d. uniform sequence form a uniform
     k-subset). With want_u, each cell then gets a uniform in [0, 1) from the next draws
-    (53-bit). Writes global positions (block << block_shift | offset) in block order to
-    out_pos (int64) and the uniforms to out_u; returns the number written.
+    (53-bit). Writes global positions (block << block_shift | offset) to out_pos (int64),
+    sorted (blocks in the given order, cells ascending inside a block), and each cell's
+    uniform to out_u; returns the number written. Without uniforms the sorted cells are
+    read off the block's bitmap of taken offsets (O(block / 64 + cells), no sort).
     """
     size = np.int64(1) << block_shift
     seen = np.zeros(size >> 6, np.uint64)  # bitmap of offsets taken in this block
@@ -70,12 +72,43 @@ def _block_positions(entropy, purpose, tier, blocks, counts, block_shift, want_u
                     break
             out_pos[o] = base + np.int64(off)
             o += 1
-        if want_u:
-            for j in range(start, o):
-                ctr += _ONE
-                out_u[j] = np.float64(_mix(key + ctr * GOLDEN) >> np.uint64(11)) * _INV53
+        if not want_u:
+            o = _bitmap_cells(seen, base, out_pos, start)  # sorted; clears the bitmap
+            continue
+        for j in range(start, o):
+            ctr += _ONE
+            out_u[j] = np.float64(_mix(key + ctr * GOLDEN) >> np.uint64(11)) * _INV53
         for j in range(start, o):  # clear the bitmap for the next block
             seen[(out_pos[j] - base) >> 6] = np.uint64(0)
+        order = np.argsort(out_pos[start:o])  # a cell keeps its uniform
+        out_pos[start:o] = out_pos[start:o][order]
+        out_u[start:o] = out_u[start:o][order]
+    return o
+
+
+@numba.njit(**NJIT)
+def _popcount64(v):
+    """Number of set bits of a uint64 (SWAR)."""
+    v = v - ((v >> _ONE) & np.uint64(0x5555555555555555))
+    v = (v & np.uint64(0x3333333333333333)) + ((v >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    v = (v + (v >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return (v * np.uint64(0x0101010101010101)) >> np.uint64(56)
+
+
+@numba.njit(**NJIT)
+def _bitmap_cells(seen, base, out_pos, o):
+    """Write base + offset for every set bit of `seen`, ascending, from out_pos[o]; clear
+    `seen`; return the new end. (Left for reference: np.sort of the drawn offsets.)"""
+    for w in range(seen.size):
+        word = seen[w]
+        if word == np.uint64(0):
+            continue
+        seen[w] = np.uint64(0)
+        while word != np.uint64(0):
+            low = word & (~word + _ONE)  # lowest set bit
+            out_pos[o] = base + (np.int64(w) << 6) + np.int64(_popcount64(low - _ONE))
+            o += 1
+            word ^= low
     return o
 
 

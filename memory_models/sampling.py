@@ -127,8 +127,8 @@ def entropy64(seed: int) -> int:
 
 def block_cells(entropy: int, purpose: int, tier: int, blocks: np.ndarray, counts: np.ndarray,
                 want_u: bool) -> tuple[np.ndarray, np.ndarray]:
-    """counts[i] distinct uniform cells of block blocks[i] (global positions, block order,
-    not sorted inside a block) and, with want_u, an i.i.d. uniform [0, 1) per cell.
+    """counts[i] distinct uniform cells of block blocks[i] (global positions, sorted inside
+    a block, blocks in the given order) and, with want_u, an i.i.d. uniform [0, 1) per cell.
 
     Keyed counter-based draws (`_kernels._block_positions`): O(cells), no per-block stream.
     """
@@ -165,9 +165,7 @@ def iid_cells(entropy: int, purpose: int, rate: float, ranges: Ranges,
     keep = ranges.contains(pos)
     if weight is not None:
         keep &= u * rate < rate_fn(weight(pos))
-    out = pos[keep]
-    out.sort()
-    return out
+    return pos[keep]  # block_cells returns sorted cells; the filter keeps the order
 
 
 class NestedCells:
