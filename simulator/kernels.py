@@ -173,10 +173,25 @@ def _axpy_rows(w, o, colt, p_n, acc32, acc, r):
 
 
 @numba.njit(**NJIT)
+def _requant_codes(vals, bias, mult, add, shift, lo, hi, sign, out):
+    """out[i] = requantized vals[i] (int64 values, one channel): `_requant_value` over a
+    row, with the mode tested once so the loop vectorizes."""
+    if sign:
+        for i in range(vals.shape[0]):
+            v = (vals[i] + bias) * mult + add
+            out[i] = 1 if v >= 0 else -1
+        return
+    for i in range(vals.shape[0]):
+        v = ((vals[i] + bias) * mult + add) >> shift
+        out[i] = min(max(v, lo), hi)
+
+
+@numba.njit(**NJIT)
 def _pool_requant_row(acc, ho, wo, pitch, pkh, pkw, psh, psw, pph, ppw, d,
-                      bias, mult, add, shift, lo, hi, sign, out, n, o):  # fmt: skip
+                      bias, mult, add, shift, lo, hi, sign, pooled, out, n, o):  # fmt: skip
     """Pool accumulators of one channel and image, position (y, x) at acc[y*pitch + x]
-    (pitch >= wo), then requantize the winners into out[n, o].
+    (pitch >= wo), then requantize the winners into out[n, o]. pooled: int64 scratch of
+    at least out.shape[2] * out.shape[3] values.
 
     `d` is the direction for the output codes (+1 max, -1 min). The requantization F is
     monotone with direction sign(mult), so pooling codes equals pooling accumulators with
@@ -184,36 +199,50 @@ def _pool_requant_row(acc, ho, wo, pitch, pkh, pkw, psh, psw, pph, ppw, d,
     min F(a) for decreasing F. (Left for reference: requantize every position, then pool.)
     """
     da = -d if mult < 0 else d
+    hp = out.shape[2]
+    wq = out.shape[3]
     if pkh == 2 and pkw == 2 and psh == 2 and psw == 2 and pph == 0 and ppw == 0:
-        # the common 2x2 / stride 2 window, unrolled (loops with runtime bounds are slow)
-        for py in range(out.shape[2]):
-            for px in range(out.shape[3]):
-                q = 2 * py * pitch + 2 * px
-                v0 = acc[q]
-                v1 = acc[q + 1]
-                v2 = acc[q + pitch]
-                v3 = acc[q + pitch + 1]
-                if da > 0:
-                    best = max(max(v0, v1), max(v2, v3))
-                else:
-                    best = min(min(v0, v1), min(v2, v3))
-                out[n, o, py, px] = _requant_value(best, bias, mult, add, shift, lo, hi, sign)
-        return
-    for py in range(out.shape[2]):
-        y0 = max(py * psh - pph, 0)
-        y1 = min(py * psh - pph + pkh, ho)
-        for px in range(out.shape[3]):
-            x0 = max(px * psw - ppw, 0)
-            x1 = min(px * psw - ppw + pkw, wo)
-            best = acc[y0 * pitch + x0]
-            for y in range(y0, y1):
-                for xx in range(x0, x1):
-                    v = acc[y * pitch + xx]
-                    if da > 0:
-                        best = v if v > best else best
-                    else:
-                        best = v if v < best else best
-            out[n, o, py, px] = _requant_value(best, bias, mult, add, shift, lo, hi, sign)
+        # the common 2x2 / stride 2 window, unrolled, one loop per direction (vectorizes)
+        for py in range(hp):
+            r0 = 2 * py * pitch
+            r1 = r0 + pitch
+            row = pooled[py * wq : (py + 1) * wq]
+            if da > 0:
+                for px in range(wq):
+                    row[px] = max(max(np.int64(acc[r0 + 2 * px]), np.int64(acc[r0 + 2 * px + 1])),
+                                  max(np.int64(acc[r1 + 2 * px]), np.int64(acc[r1 + 2 * px + 1])))
+            else:
+                for px in range(wq):
+                    row[px] = min(min(np.int64(acc[r0 + 2 * px]), np.int64(acc[r0 + 2 * px + 1])),
+                                  min(np.int64(acc[r1 + 2 * px]), np.int64(acc[r1 + 2 * px + 1])))
+    else:
+        for py in range(hp):
+            y0 = max(py * psh - pph, 0)
+            y1 = min(py * psh - pph + pkh, ho)
+            for px in range(wq):
+                x0 = max(px * psw - ppw, 0)
+                x1 = min(px * psw - ppw + pkw, wo)
+                best = np.int64(acc[y0 * pitch + x0])
+                for y in range(y0, y1):
+                    for xx in range(x0, x1):
+                        v = np.int64(acc[y * pitch + xx])
+                        if da > 0:
+                            best = v if v > best else best
+                        else:
+                            best = v if v < best else best
+                pooled[py * wq + px] = best
+    _requant_codes(pooled[: hp * wq], bias, mult, add, shift, lo, hi, sign,
+                   out[n, o].reshape(-1))  # fmt: skip
+
+
+@numba.njit(**NJIT)
+def _requant_plane(acc, ho, wo, pitch, bias, mult, add, shift, lo, hi, sign, pooled, out, n, o):
+    """Requantize every position of one channel and image (no pooling) into out[n, o];
+    position (y, x) at acc[y*pitch + x]; pooled: int64 scratch of ho * wo values."""
+    for y in range(ho):
+        for xx in range(wo):
+            pooled[y * wo + xx] = acc[y * pitch + xx]
+    _requant_codes(pooled[: ho * wo], bias, mult, add, shift, lo, hi, sign, out[n, o].reshape(-1))
 
 
 @numba.njit(**PARALLEL)
@@ -249,6 +278,7 @@ def _conv2d(
         colt = np.empty((k_n, p_n if small else 0), x.dtype)
         acc32 = np.empty(p_n, np.int32)
         acc = np.empty((2, p_n), np.int64)
+        pooled = np.empty(p_n, np.int64)
         for n in range(start, stop):
             for g in range(groups):
                 a = chan_ptr[g]
@@ -272,12 +302,11 @@ def _conv2d(
                         if pkh > 0:
                             _pool_requant_row(acc[r], ho, wo, wo, pkh, pkw, psh, psw, pph, ppw,
                                               pdir[o], bias[o], mult[o], add[o], shift[o],
-                                              lo[o], hi[o], sign, out, n, o)  # fmt: skip
-                            continue
-                        for p in range(p_n):
-                            out[n, o, p // wo, p % wo] = _requant_value(
-                                acc[r, p], bias[o], mult[o], add[o], shift[o], lo[o], hi[o], sign
-                            )
+                                              lo[o], hi[o], sign, pooled, out, n, o)  # fmt: skip
+                        else:
+                            _requant_plane(acc[r], ho, wo, wo, bias[o], mult[o], add[o],
+                                           shift[o], lo[o], hi[o], sign, pooled, out, n,
+                                           o)  # fmt: skip
 
 
 @numba.njit(**PARALLEL)
@@ -385,20 +414,17 @@ def _conv_requant(acc, n0, ho, wo, pitch, pkh, pkw, psh, psw, pph, ppw, pdir,
     p_n = ho * pitch
     for m in prange(acc.shape[1] // p_n):
         n = n0 + m
+        pooled = np.empty(ho * wo, np.int64)
         for r in range(chans.shape[0]):
             o = chans[r]
             a = acc[r, m * p_n : (m + 1) * p_n]
             if pkh > 0:
                 _pool_requant_row(a, ho, wo, pitch, pkh, pkw, psh, psw, pph, ppw, pdir[o],
                                   bias[o], mult[o], add[o], shift[o], lo[o], hi[o], sign,
-                                  out, n, o)  # fmt: skip
-                continue
-            for oy in range(ho):
-                for ox in range(wo):
-                    out[n, o, oy, ox] = _requant_value(
-                        a[oy * pitch + ox], bias[o], mult[o], add[o], shift[o], lo[o], hi[o],
-                        sign,
-                    )  # fmt: skip
+                                  pooled, out, n, o)  # fmt: skip
+            else:
+                _requant_plane(a, ho, wo, pitch, bias[o], mult[o], add[o], shift[o], lo[o],
+                               hi[o], sign, pooled, out, n, o)  # fmt: skip
 
 
 @numba.njit(**PARALLEL)
