@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from memory_models.usererror import UserInputError
-from simulator.sample import _execute, _Payload, _state_for, _WorkerState
+from simulator.sample import _execute, _Payload, _state_for, _WorkerState, warm_kernels
 
 __all__ = ["open_executor", "worker_threads"]
 
@@ -52,6 +52,7 @@ class _Processes:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
+        warm_kernels(payload)  # compiled once here, loaded from the cache by every worker
         self.pool = ProcessPoolExecutor(
             max_workers=workers, mp_context=mp.get_context("spawn"),
             initializer=_pool_init, initargs=(payload,),
@@ -103,8 +104,8 @@ class _Dask:
 
 
 def worker_threads(workers: int, scheduler: str | None) -> int | None:
-    """numba threads per worker: local processes share the cores; None = numba's default
-    (one process, or Dask workers, which set up their own threads)."""
+    """numba and torch threads per worker: local processes share the cores; None = the
+    libraries' defaults (one process, or Dask workers, which set up their own threads)."""
     if scheduler is None and workers > 1:
         return max(1, (os.cpu_count() or 1) // workers)
     return None

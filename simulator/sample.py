@@ -7,9 +7,11 @@ A sensitivity campaign reads the image once per chip at `points[0]` (a BER) and 
 turn, only the errors of one layer's cells / one bit position's cells.
 
 Engine per sample (`CampaignSpec.engine`): 'session' recomputes incrementally what the
-read changed, 'forward' runs the corrupted network in full, 'auto' picks the session for
-reads that change at most `AUTO_SESSION_FRACTION` of the stored weights. Results are
-identical either way.
+read changed (per-image patches), 'forward' runs the corrupted network in full, 'auto' uses
+the session's own choice (`Session.logits(mode="auto")`: per-image patches for a handful of
+changed weights, else the reuse pass that skips what a read left clean) whenever the
+session's cached activations fit `SESSION_MAX_BYTES`, and a full forward otherwise.
+Results are identical either way.
 """
 
 from __future__ import annotations
@@ -28,15 +30,13 @@ from simulator.deployment import DeployedNetwork, ReadResult
 from simulator.spec import CampaignSpec, chip_seed, point_rng
 from simulator.store import margins_blob, mcelsim_version, now_iso
 
-__all__ = ["AUTO_SESSION_FRACTION", "score"]
+__all__ = ["SESSION_MAX_BYTES", "score", "warm_kernels"]
 
 log = logging.getLogger(__name__)
 
-# engine="auto": a sample whose read changes at most this fraction of the stored weights is
-# evaluated incrementally (session), others with a full forward. In VGG3 a few changed
-# conv weights already dirty every image, so beyond ~1e-4 the session's bookkeeping costs
-# more than it saves (benchmarks/results_campaign.md). Results are identical either way.
-AUTO_SESSION_FRACTION = 1e-4
+# engine="auto": a model's session (clean activations of every op for the test set, e.g.
+# 217 MB for VGG3 on 10 000 images) is built only below this size; per worker and model.
+SESSION_MAX_BYTES = 2 * 2**30
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,7 +44,7 @@ class _Payload:
     """Everything a worker needs, sent once: settings, deployed networks, test set.
 
     token: the campaign and test set (a worker keeps the state of one token at a time);
-    threads: numba threads per worker process (None = numba's default).
+    threads: numba and torch (int8 GEMM) threads per worker process (None = defaults).
     """
 
     token: str
@@ -66,8 +66,8 @@ class _ModelState:
         self.labels = labels
         self.x = self.net.quantize_input(images)
         self._session = None
+        self._fits: bool | None = None
         self._clean = None
-        self.n_weights = sum(int(np.asarray(w).size) for w in self.net.weights().values())
 
     @property
     def session(self):
@@ -75,9 +75,18 @@ class _ModelState:
             self._session = self.net.session(self.x)
         return self._session
 
+    def _session_fits(self) -> bool:
+        """Whether the session's cached activations stay within SESSION_MAX_BYTES."""
+        if self._session is not None:
+            return True
+        if self._fits is None:
+            one = self.net.run_values(self.x[:1], keep=True)
+            self._fits = sum(v.nbytes for v in one) * len(self.x) <= SESSION_MAX_BYTES
+        return self._fits
+
     def clean_logits(self, engine: str) -> np.ndarray:
         if self._clean is None:
-            if engine == "session":
+            if engine == "session" or (engine == "auto" and self._session_fits()):
                 self._clean = np.asarray(self.session.clean_logits)
             else:
                 self._clean = np.asarray(self.net.forward(self.x))
@@ -87,14 +96,10 @@ class _ModelState:
         """int32 logits of the test images with the read's changes (engine per sample)."""
         if not r.deltas and not r.bias_deltas:
             return self.clean_logits(engine)
-        if engine == "auto":
-            changed = r.counts.get("changed_weights", 0) + r.counts.get("changed_biases", 0)
-            engine = "session" if changed <= AUTO_SESSION_FRACTION * self.n_weights else "forward"
-        if engine == "session":
-            if not r.bias_deltas:
-                return np.asarray(self.session.logits(r.deltas))
-            if _session_takes_biases(self.net):
-                return np.asarray(self.session.logits({**r.deltas, **r.bias_deltas}))
+        use_session = engine == "session" or (engine == "auto" and self._session_fits())
+        if use_session and (not r.bias_deltas or _session_takes_biases(self.net)):
+            mode = "patch" if engine == "session" else "auto"
+            return np.asarray(self.session.logits({**r.deltas, **r.bias_deltas}, mode=mode))
         return np.asarray(self.dep.corrupted_network(r).forward(self.x))
 
 
@@ -110,18 +115,43 @@ class _WorkerState:
         self.payload = payload
         self.models: dict[str, _ModelState] = {}
         if payload.threads is not None:
-            try:
-                import numba
-
-                numba.set_num_threads(max(1, min(payload.threads, numba.config.NUMBA_NUM_THREADS)))
-            except Exception:  # noqa: BLE001 - thread count never changes results
-                log.debug("could not set numba threads", exc_info=True)
+            set_threads(payload.threads)
 
     def model(self, h: str) -> _ModelState:
         if h not in self.models:
             p = self.payload
             self.models[h] = _ModelState(p.deployed[h], p.images, p.labels)
         return self.models[h]
+
+
+def set_threads(n: int) -> None:
+    """numba's and torch's (oneDNN, the int8 GEMM) thread pools to n threads each, so that
+    local workers sharing the cores do not oversubscribe them. Never changes results."""
+    import numba
+
+    from simulator import gemm_int8
+
+    try:
+        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    except ValueError:  # pragma: no cover - a launched threading layer refuses more
+        log.debug("could not set numba threads", exc_info=True)
+    gemm_int8.set_threads(n)
+
+
+def warm_kernels(payload: _Payload) -> None:
+    """Compile (or load from numba's on-disk cache) every kernel a sample uses, on two
+    images of each model, so that spawned workers load them from the cache instead of
+    each compiling them again (10-20 s per worker otherwise)."""
+    rng = np.random.default_rng(0)
+    for dep in payload.deployed.values():
+        net = dep.net
+        x = net.quantize_input(payload.images[:2])
+        session = net.session(x)
+        r = dep.read(mm.BitErrorModel(p01=1e-2, p10=1e-2), rng)
+        deltas = {**r.deltas, **r.bias_deltas}
+        for mode in ("patch", "reuse"):
+            session.logits(deltas, mode=mode)
+        dep.corrupted_network(r).forward(x)
 
 
 _STATES: dict[str, _WorkerState] = {}
