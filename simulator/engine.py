@@ -232,7 +232,7 @@ def _conv_int8(op: Conv, x, w, bias, chans, chan_ptr, pk, ps, pp, pdir, zero, ou
             groups.append((g, sub, _c(w2[sub]).astype(np.int8, copy=False)))
     buf = np.empty(k_n * step * p_n, np.int8)
     if padded:
-        xpad_buf = np.empty(step * x.shape[1] * (x.shape[2] + 2 * ph + 1) * pitch, np.int8)
+        xpad_buf = np.full(step * x.shape[1] * (x.shape[2] + 2 * ph + 1) * pitch, -zero, np.int8)
     for n0 in range(0, n_img, step):
         m = min(n_img, n0 + step) - n0
         colt = buf[: k_n * m * p_n].reshape(k_n, m * p_n)

@@ -429,29 +429,23 @@ def _conv_requant(acc, n0, ho, wo, pitch, pkh, pkw, psh, psw, pph, ppw, pdir,
 
 @numba.njit(**PARALLEL)
 def _pad_i8(x, n0, ph, pw, zero, xpad):
-    """xpad[m, c, ph + y, pw + x] = x[n0+m, c, y, x] - zero as int8, and -zero (the padding
-    code 0, shifted) everywhere else of xpad [M, C, Hp + 1, Wp]; the extra row lets every
-    patch row of `_im2col_i8_s1` be one contiguous slice. One image per prange iteration."""
+    """xpad[m, c, ph + y, pw + x] = x[n0+m, c, y, x] - zero as int8, for the images of
+    xpad [M, C, Hp + 1, Wp]. Only the interior is written: the caller fills xpad with
+    -zero (the padding code 0, shifted) once, and the border never changes. The extra row
+    lets every patch row of `_im2col_i8_s1` be one contiguous slice. One image per prange
+    iteration."""
     h = x.shape[2]
     w = x.shape[3]
-    pad = np.int8(-zero)
     for m in prange(xpad.shape[0]):
         for c in range(xpad.shape[1]):
-            for y in range(xpad.shape[2]):
-                iy = y - ph
-                if iy < 0 or iy >= h:
-                    for xx in range(xpad.shape[3]):
-                        xpad[m, c, y, xx] = pad
-                    continue
-                row = xpad[m, c, y]
-                src = x[n0 + m, c, iy]
-                row[:pw] = pad
+            for y in range(h):
+                row = xpad[m, c, ph + y, pw : pw + w]
+                src = x[n0 + m, c, y]
                 if zero == 0:
-                    row[pw : pw + w] = src  # plain copy (no per-element conversion)
+                    row[:] = src  # plain copy (no per-element conversion)
                 else:
                     for xx in range(w):
-                        row[pw + xx] = np.int8(src[xx] - zero)
-                row[pw + w :] = pad
+                        row[xx] = np.int8(src[xx] - zero)
 
 
 @numba.njit(**PARALLEL)
