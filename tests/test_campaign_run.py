@@ -216,3 +216,37 @@ def test_sensitivity_is_flipping_only_that_layer_or_bit(tmp_path, models, test_s
 def test_bad_settings_are_user_errors(tmp_path, models, test_set, spec, match):
     with pytest.raises(UserInputError, match=match):
         _run(tmp_path / "bad.db", spec, models, test_set)
+
+
+def test_store_identical_with_numba_only_and_int8_backends(tmp_path, test_set, monkeypatch):
+    """The same campaign with MCELSIM_GEMM=int (numba, the oracle) and auto (int8 GEMM on
+    the layers it fits) stores the same samples, margins and clean accuracies."""
+    import dataclasses
+
+    import torch
+
+    from models.zoo import build_model
+    from simulator import engine
+    from simulator.importer import import_torch
+
+    nets = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        net = import_torch(build_model("vgg3", width=0.25, weight_bits=4, input_size=8).eval())
+        nets.append(model_entry(net, label=f"vgg3-{seed}"))
+    backends = {net.layer_input(i).plan.backend for i, op in enumerate(net.ops)
+                if getattr(op, "weight", "")}  # fmt: skip
+    assert backends == {"int8", "numba"}  # conv1 (fan-in 9) stays on numba
+    spec = dataclasses.replace(BER, chips=2, points=(0.0, 1e-3, 0.02), margins_chips=2)
+    tables = {}
+    for mode in ("int", "auto"):
+        monkeypatch.setenv("MCELSIM_GEMM", mode)
+        monkeypatch.setattr(engine, "GEMM", None)
+        for eng in ("auto", "forward"):
+            db = tmp_path / f"{mode}-{eng}.db"
+            _run(db, dataclasses.replace(spec, engine=eng), nets, test_set)
+            tables[mode, eng] = _tables(db)
+    first = tables["int", "auto"]
+    assert first["samples"] and first["margins"]
+    for key, t in tables.items():
+        assert t == first, key
