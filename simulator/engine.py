@@ -24,6 +24,7 @@ requantization, so it costs one pass over the weights, not over the accumulators
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -54,6 +55,7 @@ _INT8_MIN_FAN_IN = 32
 # one call stay in a core's L2 cache (VGG3 conv2: 4 images of 196 x 576 codes).
 _INT8_CONV_BYTES = 512 * 2**10
 _INT8_LINEAR_ROWS = 1024  # images per linear GEMM call
+_MIN_IMAGES_PER_THREAD = 8  # fewer images per engine thread are not worth a thread
 
 
 def gemm_mode() -> str:
@@ -206,7 +208,8 @@ def run_conv(op: Conv, x, w, bias, chans=None, base=None, info: LayerInput | Non
 def _conv_int8(op: Conv, x, w, bias, chans, chan_ptr, pk, ps, pp, pdir, zero, out) -> bool:
     """Conv by int8 patches + int8 GEMM + numba requantization / pooling.
 
-    Images go in chunks whose int8 patches take <= _INT8_CONV_BYTES; per chunk and group,
+    The images are split over the engine's threads (`_split_images`); each thread takes
+    chunks whose int8 patches take <= _INT8_CONV_BYTES and, per chunk and group, computes
     acc [channels, images*positions] = w_g @ colt (int32, exact), then `_conv_requant`.
     Stride 1 gathers on the padded grid (`_pad_i8` + `_im2col_i8_s1`: contiguous copies,
     row pitch Wp), other strides element by element (`_im2col_i8`, pitch wo).
@@ -214,14 +217,13 @@ def _conv_int8(op: Conv, x, w, bias, chans, chan_ptr, pk, ps, pp, pdir, zero, ou
     """
     o_n, cg, kh, kw = w.shape
     k_n = cg * kh * kw
-    n_img = x.shape[0]
     (sh, sw), (ph, pw) = op.stride, op.padding
     ho = (x.shape[2] + 2 * ph - kh) // sh + 1  # before pooling
     wo = (x.shape[3] + 2 * pw - kw) // sw + 1
     padded = sh == 1 and sw == 1
     pitch = x.shape[3] + 2 * pw if padded else wo
     p_n = ho * pitch
-    step = max(1, min(n_img, _INT8_CONV_BYTES // (p_n * k_n)))
+    step = max(1, _INT8_CONV_BYTES // (p_n * k_n))
     x = _c(x)
     w2 = _c(w).reshape(o_n, k_n)
     rq = _rq_args(op.requant, bias, o_n, _zero_sums(w2, zero, chans))
@@ -230,28 +232,62 @@ def _conv_int8(op: Conv, x, w, bias, chans, chan_ptr, pk, ps, pp, pdir, zero, ou
         sub = _c(chans[chan_ptr[g] : chan_ptr[g + 1]])
         if sub.size:
             groups.append((g, sub, _c(w2[sub]).astype(np.int8, copy=False)))
-    buf = np.empty(k_n * step * p_n, np.int8)
-    if padded:
-        xpad_buf = np.full(step * x.shape[1] * (x.shape[2] + 2 * ph + 1) * pitch, -zero, np.int8)
-    for n0 in range(0, n_img, step):
-        m = min(n_img, n0 + step) - n0
-        colt = buf[: k_n * m * p_n].reshape(k_n, m * p_n)
-        if padded:
-            xpad = xpad_buf[: m * x.shape[1] * (x.shape[2] + 2 * ph + 1) * pitch].reshape(
-                m, x.shape[1], x.shape[2] + 2 * ph + 1, pitch
-            )
-            kernels._pad_i8(x, n0, ph, pw, zero, xpad)
-        for g, sub, wg in groups:
+    pad_shape = (x.shape[1], x.shape[2] + 2 * ph + 1, pitch)
+
+    def images(start: int, stop: int) -> bool:
+        """Images [start, stop) in chunks of `step`, with this thread's own buffers."""
+        m_max = min(step, stop - start)
+        buf = np.empty(k_n * m_max * p_n, np.int8)
+        if padded:  # border filled once with the padding code; `_pad_i8` writes interiors
+            xpad_buf = np.full(m_max * int(np.prod(pad_shape)), -zero, np.int8)
+        for n0 in range(start, stop, step):
+            m = min(stop, n0 + step) - n0
+            colt = buf[: k_n * m * p_n].reshape(k_n, m * p_n)
             if padded:
-                kernels._im2col_i8_s1(xpad, g * cg, cg, kh, kw, ho, colt)
-            else:
-                kernels._im2col_i8(x, n0, g * cg, cg, kh, kw, sh, sw, ph, pw, ho, wo, zero, colt)
-            acc = gemm_int8.matmul(wg, colt)
-            if acc is None:
-                return False
-            kernels._conv_requant(acc, n0, ho, wo, pitch, pk[0], pk[1], ps[0], ps[1], pp[0],
-                                  pp[1], pdir, *rq, sub, out)  # fmt: skip
-    return True
+                xpad = xpad_buf[: m * int(np.prod(pad_shape))].reshape(m, *pad_shape)
+                kernels._pad_i8(x, n0, ph, pw, zero, xpad)
+            for g, sub, wg in groups:
+                if padded:
+                    kernels._im2col_i8_s1(xpad, g * cg, cg, kh, kw, ho, colt)
+                else:
+                    kernels._im2col_i8(x, n0, g * cg, cg, kh, kw, sh, sw, ph, pw, ho, wo,
+                                       zero, colt)  # fmt: skip
+                acc = gemm_int8.matmul(wg, colt)
+                if acc is None:
+                    return False
+                kernels._conv_requant(acc, n0, ho, wo, pitch, pk[0], pk[1], ps[0], ps[1],
+                                      pp[0], pp[1], pdir, *rq, sub, out)  # fmt: skip
+        return True
+
+    return all(_split_images(images, x.shape[0]))
+
+
+def _split_images(fn, n_img: int) -> list:
+    """[fn(start, stop)] over contiguous image ranges, one per engine thread (numba's thread
+    count), run on a thread pool with the int8 GEMM single-threaded in each.
+
+    Coarse on purpose: the int8 path's kernels and GEMM calls are short (a few images
+    each), and a parallel region per call waits, every time, for threads that other
+    processes on a shared machine hold (10-40x slower on 2 loaded cores). Each range
+    writes only its own images' outputs.
+    """
+    t = max(1, min(numba.get_num_threads(), n_img // _MIN_IMAGES_PER_THREAD))
+    bounds = [i * n_img // t for i in range(t + 1)]
+    with gemm_int8.single_threaded():
+        if t == 1:
+            return [fn(0, n_img)]
+        futures = [_thread_pool(t).submit(fn, a, b) for a, b in zip(bounds, bounds[1:])]
+        return [f.result() for f in futures]
+
+
+_POOL: dict[int, ThreadPoolExecutor] = {}
+
+
+def _thread_pool(t: int) -> ThreadPoolExecutor:
+    if t not in _POOL:
+        _POOL.clear()
+        _POOL[t] = ThreadPoolExecutor(max_workers=t, thread_name_prefix="mcelsim-int8")
+    return _POOL[t]
 
 
 def pack_signs(x: np.ndarray) -> np.ndarray:
@@ -299,14 +335,20 @@ def _as_int8(x: np.ndarray, zero: int) -> np.ndarray:
 
 
 def _linear_int8(x: np.ndarray, w_sub: np.ndarray, zero: int, sink) -> bool:
-    """Exact int32 accumulators (x - zero) @ w_sub.T per chunk of rows, each passed to
-    sink(n0, acc [rows, len(w_sub)]). False (nothing passed on trust) if unavailable."""
-    for n0 in range(0, x.shape[0], _INT8_LINEAR_ROWS):
-        acc = gemm_int8.matmul(_as_int8(x[n0 : n0 + _INT8_LINEAR_ROWS], zero), w_sub.T)
-        if acc is None:
-            return False
-        sink(n0, acc)
-    return True
+    """Exact int32 accumulators (x - zero) @ w_sub.T, split over the engine's threads, each
+    in chunks of rows passed to sink(n0, acc [rows, len(w_sub)]) (disjoint rows). False
+    (nothing passed on trust) if unavailable."""
+
+    def rows(start: int, stop: int) -> bool:
+        for n0 in range(start, stop, _INT8_LINEAR_ROWS):
+            n1 = min(stop, n0 + _INT8_LINEAR_ROWS)
+            acc = gemm_int8.matmul(_as_int8(x[n0:n1], zero), w_sub.T)
+            if acc is None:
+                return False
+            sink(n0, acc)
+        return True
+
+    return all(_split_images(rows, x.shape[0]))
 
 
 def linear_acc(x: np.ndarray, w: np.ndarray, wide: bool = True,

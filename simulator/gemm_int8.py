@@ -20,13 +20,14 @@ to numba, never to a wrong answer.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import warnings
 
 import numpy as np
 
-__all__ = ["available", "matmul", "proven", "set_threads"]
+__all__ = ["available", "matmul", "proven", "set_threads", "single_threaded"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,23 @@ def set_threads(n: int) -> None:
     torch = _torch()
     if torch is not None and torch.get_num_threads() != n:
         torch.set_num_threads(max(1, int(n)))
+
+
+@contextlib.contextmanager
+def single_threaded():
+    """torch's intra-op pool at one thread inside the block (restored after): the engine
+    runs its GEMMs on its own threads, one call per thread, and a second pool working
+    under them would oversubscribe the cores."""
+    torch = _torch()
+    if torch is None or torch.get_num_threads() == 1:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:

@@ -17,7 +17,10 @@ Conventions shared by every kernel:
 * Max pooling on codes: `pdir[c]` = +1 takes the max, -1 the min (a channel whose
   requantization decreases: f(max a) = min f(a)). Padding is ignored (never wins).
 * `prange` runs over `n_chunks` chunks of images (a few per thread, from the caller);
-  each chunk writes only its own images' output.
+  each chunk writes only its own images' output. The kernels of the int8 GEMM path
+  (`_pad_i8`, `_im2col_i8*`, `_shift_i8`, `_conv_requant`, `_linear_requant`) are
+  single-threaded: the engine gives each of its threads a contiguous share of the images
+  instead (`engine._split_images`), so no parallel region opens per GEMM call.
 """
 
 from __future__ import annotations
@@ -351,7 +354,7 @@ def _linear(x, w, bias, mult, add, shift, lo, hi, sign, chans, wide, out, n_chun
                         )
 
 
-@numba.njit(**PARALLEL)
+@numba.njit(**NJIT)
 def _im2col_i8(x, n0, c0, cg, kh, kw, sh, sw, ph, pw, ho, wo, zero, colt):
     """Position-major int8 columns of images n0, n0+1, ... for the int8 GEMM path.
 
@@ -360,15 +363,14 @@ def _im2col_i8(x, n0, c0, cg, kh, kw, sh, sw, ph, pw, ho, wo, zero, colt):
     padding code is 0); as many images as colt has columns / P. The caller picks `zero` so
     that every x - zero fits int8. (Left for reference: `_im2col`, transposed and per image.)
     Each row k is written front to back, along ox with the in-image range [ox0, ox1)
-    computed up front so the copy has no per-element branch. One row k per prange
-    iteration: disjoint writes.
+    computed up front so the copy has no per-element branch.
     """
     p_n = ho * wo
     h = x.shape[2]
     w = x.shape[3]
     m_n = colt.shape[1] // p_n
     pad = np.int8(-zero)
-    for k in prange(colt.shape[0]):
+    for k in range(colt.shape[0]):
         ci = k // (kh * kw)
         i = (k // kw) % kh
         j = k % kw
@@ -392,16 +394,15 @@ def _im2col_i8(x, n0, c0, cg, kh, kw, sh, sw, ph, pw, ho, wo, zero, colt):
                     colt[k, q + ox] = pad
 
 
-@numba.njit(**PARALLEL)
+@numba.njit(**NJIT)
 def _shift_i8(x, zero, out):
-    """out[n, f] = x[n, f] - zero as int8 (the caller checks it fits). One image per
-    prange iteration."""
-    for n in prange(x.shape[0]):
+    """out[n, f] = x[n, f] - zero as int8 (the caller checks it fits)."""
+    for n in range(x.shape[0]):
         for f in range(x.shape[1]):
             out[n, f] = np.int8(x[n, f] - zero)
 
 
-@numba.njit(**PARALLEL)
+@numba.njit(**NJIT)
 def _conv_requant(acc, n0, ho, wo, pitch, pkh, pkw, psh, psw, pph, ppw, pdir,
                   bias, mult, add, shift, lo, hi, sign, chans, out):  # fmt: skip
     """Bias + requantization (+ fused max pooling if pkh > 0) of precomputed accumulators.
@@ -409,10 +410,10 @@ def _conv_requant(acc, n0, ho, wo, pitch, pkh, pkw, psh, psw, pph, ppw, pdir,
     acc [len(chans), M*ho*pitch] (int32 or int64, exact): row r holds channel chans[r] for
     images n0 .. n0+M-1, ho rows of `pitch` >= wo positions each (positions past wo are
     ignored). Writes out[n0+m, chans[r]] only; same arithmetic as `_conv2d` after its dot
-    products. One image per prange iteration.
+    products.
     """
     p_n = ho * pitch
-    for m in prange(acc.shape[1] // p_n):
+    for m in range(acc.shape[1] // p_n):
         n = n0 + m
         pooled = np.empty(ho * wo, np.int64)
         for r in range(chans.shape[0]):
@@ -427,16 +428,15 @@ def _conv_requant(acc, n0, ho, wo, pitch, pkh, pkw, psh, psw, pph, ppw, pdir,
                                hi[o], sign, pooled, out, n, o)  # fmt: skip
 
 
-@numba.njit(**PARALLEL)
+@numba.njit(**NJIT)
 def _pad_i8(x, n0, ph, pw, zero, xpad):
     """xpad[m, c, ph + y, pw + x] = x[n0+m, c, y, x] - zero as int8, for the images of
     xpad [M, C, Hp + 1, Wp]. Only the interior is written: the caller fills xpad with
     -zero (the padding code 0, shifted) once, and the border never changes. The extra row
-    lets every patch row of `_im2col_i8_s1` be one contiguous slice. One image per prange
-    iteration."""
+    lets every patch row of `_im2col_i8_s1` be one contiguous slice."""
     h = x.shape[2]
     w = x.shape[3]
-    for m in prange(xpad.shape[0]):
+    for m in range(xpad.shape[0]):
         for c in range(xpad.shape[1]):
             for y in range(h):
                 row = xpad[m, c, ph + y, pw : pw + w]
@@ -448,7 +448,7 @@ def _pad_i8(x, n0, ph, pw, zero, xpad):
                         row[xx] = np.int8(src[xx] - zero)
 
 
-@numba.njit(**PARALLEL)
+@numba.njit(**NJIT)
 def _im2col_i8_s1(xpad, c0, cg, kh, kw, ho, colt):
     """Stride-1 int8 columns on the padded grid, one contiguous copy per row and image.
 
@@ -456,12 +456,11 @@ def _im2col_i8_s1(xpad, c0, cg, kh, kw, ho, colt):
     (ox in [0, Wp); only ox < wo = Wp - kw + 1 are real outputs):
         colt[k, m*Pv + t] = xpad[m, c0+ci].flat[t + i*Wp + j],  k = (ci*kh + i)*kw + j,
     which is xpad[m, c0+ci, oy + i, ox + j] for every real output position. Costs Wp/wo
-    more GEMM columns than `_im2col_i8` but no per-element index arithmetic. One row k
-    per prange iteration: disjoint writes.
+    more GEMM columns than `_im2col_i8` but no per-element index arithmetic.
     """
     wp = xpad.shape[3]
     pv = ho * wp
-    for k in prange(colt.shape[0]):
+    for k in range(colt.shape[0]):
         ci = k // (kh * kw)
         off = ((k // kw) % kh) * wp + k % kw
         for m in range(colt.shape[1] // pv):
@@ -469,11 +468,11 @@ def _im2col_i8_s1(xpad, c0, cg, kh, kw, ho, colt):
             colt[k, m * pv : (m + 1) * pv] = plane[off : off + pv]
 
 
-@numba.njit(**PARALLEL)
+@numba.njit(**NJIT)
 def _linear_requant(acc, n0, bias, mult, add, shift, lo, hi, sign, chans, out):
     """out[n0+m, chans[r]] = requant(acc[m, r] + bias) for precomputed exact accumulators
-    acc [M, len(chans)] (int32 or int64). One image per prange iteration."""
-    for m in prange(acc.shape[0]):
+    acc [M, len(chans)] (int32 or int64)."""
+    for m in range(acc.shape[0]):
         for r in range(chans.shape[0]):
             o = chans[r]
             out[n0 + m, o] = _requant_value(

@@ -251,6 +251,10 @@ class _SaturatingTorch:
         return a
 
     @staticmethod
+    def get_num_threads():
+        return 1
+
+    @staticmethod
     def _int_mm(a, b):
         a64 = np.asarray(a, np.int64)
         b64 = np.asarray(b, np.int64)
