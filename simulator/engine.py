@@ -56,6 +56,7 @@ _INT8_MIN_FAN_IN = 32
 _INT8_CONV_BYTES = 512 * 2**10
 _INT8_LINEAR_ROWS = 1024  # images per linear GEMM call
 _MIN_IMAGES_PER_THREAD = 8  # fewer images per engine thread are not worth a thread
+_ONEDNN_IMAGES = 32  # images per oneDNN convolution call (VGG3 conv2: 342 GOP/s, 1 thread)
 
 
 def gemm_mode() -> str:
@@ -194,6 +195,9 @@ def run_conv(op: Conv, x, w, bias, chans=None, base=None, info: LayerInput | Non
     pdir = op.pool_dir if op.pool_dir is not None else np.ones(o_n, np.int8)
     fan_in = int(np.prod(w.shape[1:]))
     if info is not None and _int8_ready(info.plan, info.w_bits, info.lo, info.hi, fan_in):
+        zp = _onednn_zp(op, info, w.shape, x.shape[2:], chans.size == o_n)
+        if zp is not None and _conv_onednn(op, x, w, bias, chans, pk, ps, pp, pdir, zp, out):
+            return out
         if _conv_int8(op, x, w, bias, chans, chan_ptr, pk, ps, pp, pdir, info.plan.zero, out):
             return out
     kernels._conv2d(
@@ -203,6 +207,60 @@ def run_conv(op: Conv, x, w, bias, chans=None, base=None, info: LayerInput | Non
         chan_ptr, chans, _wide(op), out, _chunks(),
     )  # fmt: skip
     return out
+
+
+def _conv_onednn(op: Conv, x, w, bias, chans, pk, ps, pp, pdir, zp, out) -> bool:
+    """Conv by oneDNN's quantized convolution (exact float32 accumulators, channels last)
+    + numba requantization / pooling (`_conv_requant_nhwc`), images split over the engine's
+    threads in chunks of _ONEDNN_IMAGES. Codes enter as uint8 x + zp. Returns False if
+    oneDNN refuses (nothing trusted; the caller takes another path)."""
+    packed = gemm_int8.pack_conv(w[chans], zp, op.stride, op.padding, op.groups)
+    if packed is None:
+        return False
+    x = _c(x)
+    b, mult, add, shift, lo, hi, sign = _rq_args(op.requant, bias, w.shape[0])
+    sub = [a[chans] for a in (b, mult, add, shift, lo, hi)]
+    dirs = np.where(mult[chans] < 0, -pdir[chans], pdir[chans]).astype(np.float32)
+    feat = int(np.prod(x.shape[1:]))
+
+    def images(start: int, stop: int) -> bool:
+        u8 = np.empty((min(_ONEDNN_IMAGES, stop - start), feat), np.uint8)
+        best = np.empty(chans.size, np.float32)
+        for n0 in range(start, stop, _ONEDNN_IMAGES):
+            m = min(stop, n0 + _ONEDNN_IMAGES) - n0
+            kernels._to_u8(x[n0 : n0 + m].reshape(m, feat), zp, u8[:m])
+            acc = gemm_int8.conv2d(u8[:m].reshape(m, *x.shape[1:]), packed)
+            if acc is None:
+                return False
+            kernels._conv_requant_nhwc(acc, n0, pk[0], pk[1], ps[0], ps[1], pp[0], pp[1], dirs,
+                                       *sub, sign, chans, best, out)  # fmt: skip
+        return True
+
+    return all(_split_images(images, x.shape[0]))
+
+
+def _onednn_zp(op: Conv, info: LayerInput, w_shape, hw, full: bool) -> int | None:
+    """uint8 zero point for oneDNN's convolution of this layer, or None where it does not
+    apply: accumulators that could pass 2^24 (float32 output), a channel subset of a grouped
+    conv, padding as large as the kernel, or a geometry and operand ranges whose self-test
+    failed on this CPU."""
+    kh, kw = w_shape[2], w_shape[3]
+    if not gemm_int8.has_conv() or (op.groups > 1 and not full):
+        return None
+    if op.padding[0] >= kh or op.padding[1] >= kw:  # outside what CNNs use (k // 2)
+        return None
+    zp = 128 - info.plan.zero  # u8 = x - zero + 128
+    w_lo, w_hi = weight_range(info.w_bits)
+    x_max = max(abs(info.lo), abs(info.hi))
+    fan_in = int(np.prod(w_shape[1:]))
+    if fan_in * x_max * max(-w_lo, w_hi) > gemm_int8.F32_EXACT:
+        return None
+    if not 0 <= info.lo + zp and info.hi + zp <= 255:
+        return None
+    proven = gemm_int8.proven_conv(w_lo, w_hi, info.lo, info.hi, zp, w_shape[1], kh, kw,
+                                   tuple(op.stride), tuple(op.padding), op.groups,
+                                   tuple(hw))  # fmt: skip
+    return zp if proven else None
 
 
 def _conv_int8(op: Conv, x, w, bias, chans, chan_ptr, pk, ps, pp, pdir, zero, out) -> bool:

@@ -27,7 +27,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["available", "matmul", "proven", "set_threads", "single_threaded"]
+__all__ = ["available", "conv2d", "has_conv", "matmul", "pack_conv", "proven", "proven_conv",
+           "set_threads", "single_threaded"]
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,110 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
         _switch_off(f"torch._int_mm rejected {a.shape} x {b.shape}: {exc}")
         return None
     return out.numpy()
+
+
+F32_EXACT = 2**24  # |acc| up to this converts to float32 exactly
+
+
+def has_conv() -> bool:
+    """Whether oneDNN's quantized convolution (`torch.ops.onednn.qconv2d_pointwise`) is
+    reachable in this torch build."""
+    torch = _torch()
+    if torch is None or _state["broken"] or _state.get("conv_broken"):
+        return False
+    ops = getattr(torch.ops, "onednn", None)
+    return ops is not None and hasattr(ops, "qconv2d_pointwise") and hasattr(ops, "qconv_prepack")
+
+
+def pack_conv(w: np.ndarray, zp: int, stride, padding, groups: int):
+    """oneDNN's packed form of int8 weights [O, C/groups, kh, kw] for `conv2d`, or None."""
+    torch = _torch()
+    try:
+        o_n = w.shape[0]
+        ones = torch.ones(o_n, dtype=torch.float32)
+        packed = torch.ops.onednn.qconv_prepack(
+            torch.from_numpy(np.ascontiguousarray(w)), ones, 1.0, int(zp), list(stride),
+            list(padding), [1, 1], int(groups), None,
+        )  # fmt: skip
+    except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
+        _state["conv_broken"] = True
+        warnings.warn(f"oneDNN int8 convolution off for this process ({exc}); using "
+                      "int8 patches and the int8 GEMM", RuntimeWarning, stacklevel=2)  # fmt: skip
+        return None
+    return (packed, ones, torch.zeros(o_n, dtype=torch.int64), list(stride), list(padding),
+            int(groups), int(zp))  # fmt: skip
+
+
+def conv2d(x_u8: np.ndarray, packed) -> np.ndarray | None:
+    """Exact accumulators of a convolution of uint8 codes x_u8 [N, C, H, W] (real value
+    x_u8 - zp) with packed int8 weights: float32 [N, Ho, Wo, O] (channels last), each the
+    int32 accumulator converted to float32, exact while |acc| <= 2^24 (the caller checks
+    the bound; every scale is 1). None if oneDNN refuses (then the caller falls back)."""
+    torch = _torch()
+    w, ones, zeros, stride, padding, groups, zp = packed
+    try:
+        out = torch.ops.onednn.qconv2d_pointwise(
+            torch.from_numpy(x_u8), 1.0, zp, w, ones, zeros, None, stride, padding, [1, 1],
+            groups, 1.0, 0, torch.float32, "none", [], "",
+        )  # fmt: skip
+    except (RuntimeError, TypeError, ValueError) as exc:
+        _state["conv_broken"] = True
+        warnings.warn(f"oneDNN int8 convolution off for this process ({exc}); using "
+                      "int8 patches and the int8 GEMM", RuntimeWarning, stacklevel=2)  # fmt: skip
+        return None
+    return out.permute(0, 2, 3, 1).numpy()  # NHWC memory, as an [N, Ho, Wo, O] array
+
+
+@functools.cache
+def proven_conv(w_lo: int, w_hi: int, x_lo: int, x_hi: int, zp: int, cg: int, kh: int,
+                kw: int, stride: tuple, padding: tuple, groups: int,
+                hw: tuple) -> bool:  # fmt: skip
+    """Whether `conv2d` is exact on this CPU for one layer's geometry (cg x kh x kw windows,
+    stride, padding, groups, input height and width hw), weights in [w_lo, w_hi] and codes
+    in [x_lo, x_hi] fed as x + zp in uint8: worst-case operands on a few images of that
+    size (every window, borders included) against an int64 numpy convolution. Seen
+    failing: oneDNN 3.12 with groups = 2 and padding = kernel height gives wrong sums."""
+    if not has_conv():
+        return False
+    k = cg * kh * kw
+    rng = np.random.default_rng([w_lo + 128, w_hi + 128, x_lo + 256, x_hi + 256, k, groups])
+    h, w_ = hw
+    n_img, o_g = 4, 4  # images; output channels per group
+    x = _worst_cases(x_lo, x_hi, groups * cg * h * w_, n_img, rng).astype(np.int64)
+    x = x.reshape(n_img, groups * cg, h, w_)
+    w = _worst_cases(w_lo, w_hi, k, groups * o_g, rng).reshape(groups * o_g, cg, kh, kw)
+    packed = pack_conv(w, zp, stride, padding, groups)
+    if packed is None:
+        return False
+    got = conv2d((x + zp).astype(np.uint8), packed)
+    if got is None:
+        return False
+    ok = bool(np.array_equal(got.astype(np.int64), _conv_nhwc(x, w, stride, padding, groups)))
+    if not ok:
+        log.info("oneDNN int8 convolution not exact on this CPU for weights [%d, %d], "
+                 "inputs [%d, %d], window %dx%dx%d, stride %s, padding %s, groups %d: int8 "
+                 "patches + GEMM used instead", w_lo, w_hi, x_lo, x_hi, cg, kh, kw, stride,
+                 padding, groups)  # fmt: skip
+    return ok
+
+
+def _conv_nhwc(x: np.ndarray, w: np.ndarray, stride, padding, groups: int) -> np.ndarray:
+    """Plain int64 convolution (zero padding), channels last: the self-test's reference."""
+    n_img, c_n, h, w_ = x.shape
+    o_n, cg, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2))
+    ho = (h + 2 * padding[0] - kh) // stride[0] + 1
+    wo = (w_ + 2 * padding[1] - kw) // stride[1] + 1
+    og = o_n // groups
+    out = np.empty((n_img, ho, wo, o_n), np.int64)
+    for g in range(groups):
+        wg = w[g * og : (g + 1) * og].reshape(og, -1).T.astype(np.int64)
+        for i in range(ho):
+            for j in range(wo):
+                y0, x0 = i * stride[0], j * stride[1]
+                win = xp[:, g * cg : (g + 1) * cg, y0 : y0 + kh, x0 : x0 + kw]
+                out[:, i, j, g * og : (g + 1) * og] = win.reshape(n_img, -1) @ wg
+    return out
 
 
 def _worst_cases(lo: int, hi: int, k: int, rows: int, rng: np.random.Generator) -> np.ndarray:

@@ -469,6 +469,58 @@ def _im2col_i8_s1(xpad, c0, cg, kh, kw, ho, colt):
 
 
 @numba.njit(**NJIT)
+def _to_u8(x, zp, out):
+    """out[n, f] = x[n, f] + zp as uint8 (the caller checks it fits), for oneDNN's
+    quantized convolution (codes with zero point zp)."""
+    for n in range(x.shape[0]):
+        for f in range(x.shape[1]):
+            out[n, f] = np.uint8(x[n, f] + zp)
+
+
+@numba.njit(**NJIT)
+def _conv_requant_nhwc(acc, n0, pkh, pkw, psh, psw, pph, ppw, dirs,
+                       bias, mult, add, shift, lo, hi, sign, chans, best, out):  # fmt: skip
+    """Requantize (+ max/min pooling if pkh > 0) channels-last accumulators.
+
+    acc [M, Ho, Wo, R] float32 holding exact integers (oneDNN's convolution): channel r is
+    output channel chans[r] of images n0 .. n0+M-1. bias .. hi are already gathered per
+    r; dirs[r] = +1 pools the max, -1 the min of the accumulators (the direction of the
+    code times the sign of the requantization, as in `_pool_requant_row`). Loops run over
+    r innermost, so they vectorize across channels. best: float32 scratch of R values.
+    """
+    m_n, ho, wo, r_n = acc.shape
+    hp = out.shape[2]
+    wq = out.shape[3]
+    for m in range(m_n):
+        n = n0 + m
+        for py in range(hp):
+            for px in range(wq):
+                if pkh > 0:
+                    y0 = max(py * psh - pph, 0)
+                    y1 = min(py * psh - pph + pkh, ho)
+                    x0 = max(px * psw - ppw, 0)
+                    x1 = min(px * psw - ppw + pkw, wo)
+                    for r in range(r_n):
+                        best[r] = dirs[r] * acc[m, y0, x0, r]
+                    for y in range(y0, y1):
+                        for xx in range(x0, x1):
+                            for r in range(r_n):
+                                best[r] = max(best[r], dirs[r] * acc[m, y, xx, r])
+                    for r in range(r_n):
+                        best[r] = dirs[r] * best[r]
+                else:
+                    for r in range(r_n):
+                        best[r] = acc[m, py, px, r]
+                for r in range(r_n):
+                    v = (np.int64(best[r]) + bias[r]) * mult[r] + add[r]
+                    if sign:
+                        v = 1 if v >= 0 else -1
+                    else:
+                        v = min(max(v >> shift[r], lo[r]), hi[r])
+                    out[n, chans[r], py, px] = v
+
+
+@numba.njit(**NJIT)
 def _linear_requant(acc, n0, bias, mult, add, shift, lo, hi, sign, chans, out):
     """out[n0+m, chans[r]] = requant(acc[m, r] + bias) for precomputed exact accumulators
     acc [M, len(chans)] (int32 or int64)."""

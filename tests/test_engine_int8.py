@@ -29,15 +29,22 @@ POOLS = {
 ACT_RANGES = [(-7, 7), (0, 15), (-127, 127), (0, 255), (-128, 127)]
 
 
+_HAS_CONV = gemm_int8.has_conv
+
+
 @pytest.fixture(autouse=True)
 def _fresh_backend():
     """Each test starts with the real torch, an empty self-test cache and the path on."""
-    gemm_int8._state["broken"] = False
-    gemm_int8.proven.cache_clear()
-    gemm_int8._torch.cache_clear()
+    _reset()
     yield
+    _reset()
+
+
+def _reset():
+    gemm_int8._state.clear()
     gemm_int8._state["broken"] = False
     gemm_int8.proven.cache_clear()
+    gemm_int8.proven_conv.cache_clear()
     gemm_int8._torch.cache_clear()
 
 
@@ -97,14 +104,16 @@ conv_cases = st.fixed_dictionaries({
     "pool": st.sampled_from(sorted(POOLS)),
     "n": st.integers(1, 7),
     "noncontig": st.booleans(),
+    "onednn": st.booleans(),  # oneDNN's int8 convolution, or int8 patches + int8 GEMM
     "seed": st.integers(0, 2**16),
 })  # fmt: skip
 
 
-@settings(max_examples=60, deadline=None, derandomize=True,
+@settings(max_examples=80, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(case=conv_cases)
 def test_conv_int8_equals_numba_and_reference(case, monkeypatch):
+    monkeypatch.setattr(gemm_int8, "has_conv", lambda: case["onednn"] and _HAS_CONV())
     rng = np.random.default_rng(case["seed"])
     (kh, kw), (h, w_), g = case["k"], case["hw"], case["groups"]
     o_n, c_n = case["og"] * g, case["cg"] * g
