@@ -55,7 +55,7 @@ import torch
 
 from models import build_model
 from models.datasets import load_dataset
-from simulator import engine, gemm_int8, kernels
+from simulator import engine, gemm_int8, int8_backend, kernels
 from simulator.importer import import_torch
 from simulator.ops import Conv, Linear
 
@@ -66,8 +66,8 @@ FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16"
          "amx_tile", "amx_int8", "amx_bf16")  # fmt: skip
 ONE_CALL_BYTES = 512 * 2**20  # raw int_mm "one call": at most this much B operand per call
 # The engine's GEMM chunking (mirrored for raw int_mm "engine chunks").
-CONV_BYTES = getattr(engine, "_INT8_CONV_BYTES", 512 * 2**10)
-LINEAR_ROWS = getattr(engine, "_INT8_LINEAR_ROWS", 1024)
+CONV_BYTES = int8_backend._INT8_CONV_BYTES
+LINEAR_ROWS = int8_backend._INT8_LINEAR_ROWS
 
 
 # ----------------------------------------------------------------------------- timing
@@ -269,7 +269,7 @@ def raw_int_mm(g: dict, n: int, repeats: int, rng) -> dict:
 
 
 # ----------------------------------------------------------------------------- per layer
-def auto_path(net, i: int, fan_in: int, mode: str = "auto") -> tuple[str, str]:
+def auto_path(net, i: int, fan_in: int, hw, mode: str = "auto") -> tuple[str, str]:
     """(backend that runs under `mode`, why) for Conv/Linear op i."""
 
     def get():
@@ -277,9 +277,15 @@ def auto_path(net, i: int, fan_in: int, mode: str = "auto") -> tuple[str, str]:
         p = info.plan
         if p.backend != "int8":
             return "numba", p.why
-        if not engine._int8_ready(p, info.w_bits, info.lo, info.hi, fan_in):
+        if not int8_backend.ready(info, fan_in):
             return "numba", "int8 planned but not proven exact on this CPU"
-        return "int8", p.why + (f", zero point {p.zero}" if p.zero else "")
+        op = net.ops[i]
+        how = ""
+        if isinstance(op, Conv):
+            w = net.weights()[op.weight]
+            dnn = int8_backend._onednn_zp(op, info, w.shape, hw, True) is not None
+            how = ", oneDNN conv" if dnn else ", int8 patches + GEMM"
+        return "int8", p.why + how + (f", zero point {p.zero}" if p.zero else "")
 
     return with_gemm(mode, get)
 
@@ -309,9 +315,11 @@ def layer_rows(net, x: np.ndarray, repeats: int, rng) -> tuple[list[dict], dict]
             row = {"layer": op.module, "what": describe(op, xs[0].shape, w.shape),
                    "weight_shape": list(w.shape), "gemm": g, "macs": g["macs_per_image"] * n,
                    "images": n}  # fmt: skip
-            row["auto_backend"], row["auto_why"] = auto_path(net, i, fan_in)
+            hw = xs[0].shape[2:]
+            row["auto_backend"], row["auto_why"] = auto_path(net, i, fan_in, hw)
             modes = ["int", "auto"]
-            if row["auto_backend"] == "numba" and auto_path(net, i, fan_in, "int8")[0] == "int8":
+            forced = auto_path(net, i, fan_in, hw, "int8")[0]
+            if row["auto_backend"] == "numba" and forced == "int8":
                 modes.append("int8")  # what forcing the int8 GEMM would give
             outs = {}
             for mode in modes:
