@@ -69,12 +69,17 @@ def linear(x, w, rq, chans, info, out) -> bool:
     if not ready(info, x.shape[1]):
         return False
     z = info.plan.zero
-    b, *rest = rq
+    b, mult, add, shift, lo, hi, sign = rq
     sums = _zero_sums(w, z, chans)
-    args = (b if sums is None else b + sums, *rest)
+    b = b if sums is None else b + sums
+    sub = [a[chans] for a in (b, mult, add, shift, lo, hi)]  # per computed channel
     w_sub = _c(w if chans.size == w.shape[0] else w[chans]).astype(np.int8, copy=False)
-    return _linear_int8(x, w_sub, z, lambda n0, acc: kernels._linear_requant(
-        acc, n0, *args, chans, out))  # fmt: skip
+
+    def sink(n0, acc):
+        row = np.empty(chans.size, np.int64)
+        kernels._linear_requant(acc, n0, *sub, sign, chans, row, out)
+
+    return _linear_int8(x, w_sub, z, sink)
 
 
 def linear_acc(x, w, info) -> np.ndarray | None:

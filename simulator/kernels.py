@@ -521,15 +521,22 @@ def _conv_requant_nhwc(acc, n0, pkh, pkw, psh, psw, pph, ppw, dirs,
 
 
 @numba.njit(**NJIT)
-def _linear_requant(acc, n0, bias, mult, add, shift, lo, hi, sign, chans, out):
-    """out[n0+m, chans[r]] = requant(acc[m, r] + bias) for precomputed exact accumulators
-    acc [M, len(chans)] (int32 or int64)."""
+def _linear_requant(acc, n0, bias, mult, add, shift, lo, hi, sign, chans, row, out):
+    """out[n0+m, chans[r]] = requant(acc[m, r] + bias[r]) for precomputed exact accumulators
+    acc [M, len(chans)] (int32 or int64). bias .. hi are gathered per r (length
+    len(chans)); row: int64 scratch of len(chans) values. Each image's row is requantized
+    by `_requant_codes` (vectorized), then scattered to its channels."""
     for m in range(acc.shape[0]):
         for r in range(chans.shape[0]):
-            o = chans[r]
-            out[n0 + m, o] = _requant_value(
-                acc[m, r], bias[o], mult[o], add[o], shift[o], lo[o], hi[o], sign
-            )
+            row[r] = acc[m, r]
+        for r in range(chans.shape[0]):
+            v = (row[r] + bias[r]) * mult[r] + add[r]
+            if sign:
+                row[r] = 1 if v >= 0 else -1
+            else:
+                row[r] = min(max(v >> shift[r], lo[r]), hi[r])
+        for r in range(chans.shape[0]):
+            out[n0 + m, chans[r]] = row[r]
 
 
 @numba.njit(**PARALLEL)
