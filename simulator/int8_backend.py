@@ -114,13 +114,15 @@ def _conv_onednn(op: Conv, x, w, rq, chans, pooling, pdir, zp, out) -> bool:
     def images(start: int, stop: int) -> bool:
         u8 = np.empty((min(_ONEDNN_IMAGES, stop - start), feat), np.uint8)
         best = np.empty(chans.size, np.float32)
+        row = np.empty(chans.size, np.int64)
         for n0 in range(start, stop, _ONEDNN_IMAGES):
             m = min(stop, n0 + _ONEDNN_IMAGES) - n0
             kernels._to_u8(x[n0 : n0 + m].reshape(m, feat), zp, u8[:m])
             acc = gemm_int8.conv2d(u8[:m].reshape(m, *x.shape[1:]), packed)
             if acc is None:
                 return False
-            kernels._conv_requant_nhwc(acc, n0, *pooling, dirs, *sub, sign, chans, best, out)
+            kernels._conv_requant_nhwc(acc, n0, *pooling, dirs, *sub, sign, chans, best, row,
+                                       out)  # fmt: skip
         return True
 
     return all(_split_images(images, x.shape[0]))

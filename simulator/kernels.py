@@ -469,6 +469,21 @@ def _im2col_i8_s1(xpad, c0, cg, kh, kw, ho, colt):
 
 
 @numba.njit(**NJIT)
+def _requant_channels(vals, bias, mult, add, shift, lo, hi, sign, row):
+    """row[r] = requantized vals[r] with channel r's parameters (arrays gathered per r),
+    the mode tested once so the loop vectorizes. vals: any numeric array holding exact
+    integers (int32 / int64 / float32); row: int64."""
+    if sign:
+        for r in range(row.shape[0]):
+            v = (np.int64(vals[r]) + bias[r]) * mult[r] + add[r]
+            row[r] = 1 if v >= 0 else -1
+        return
+    for r in range(row.shape[0]):
+        v = ((np.int64(vals[r]) + bias[r]) * mult[r] + add[r]) >> shift[r]
+        row[r] = min(max(v, lo[r]), hi[r])
+
+
+@numba.njit(**NJIT)
 def _to_u8(x, zp, out):
     """out[n, f] = x[n, f] + zp as uint8 (the caller checks it fits), for oneDNN's
     quantized convolution (codes with zero point zp)."""
@@ -479,14 +494,15 @@ def _to_u8(x, zp, out):
 
 @numba.njit(**NJIT)
 def _conv_requant_nhwc(acc, n0, pkh, pkw, psh, psw, pph, ppw, dirs,
-                       bias, mult, add, shift, lo, hi, sign, chans, best, out):  # fmt: skip
+                       bias, mult, add, shift, lo, hi, sign, chans, best, row, out):  # fmt: skip
     """Requantize (+ max/min pooling if pkh > 0) channels-last accumulators.
 
     acc [M, Ho, Wo, R] float32 holding exact integers (oneDNN's convolution): channel r is
     output channel chans[r] of images n0 .. n0+M-1. bias .. hi are already gathered per
     r; dirs[r] = +1 pools the max, -1 the min of the accumulators (the direction of the
     code times the sign of the requantization, as in `_pool_requant_row`). Loops run over
-    r innermost, so they vectorize across channels. best: float32 scratch of R values.
+    r innermost, so they vectorize across channels. best: float32 and row: int64 scratch
+    of R values.
     """
     m_n, ho, wo, r_n = acc.shape
     hp = out.shape[2]
@@ -511,13 +527,9 @@ def _conv_requant_nhwc(acc, n0, pkh, pkw, psh, psw, pph, ppw, dirs,
                 else:
                     for r in range(r_n):
                         best[r] = acc[m, py, px, r]
+                _requant_channels(best, bias, mult, add, shift, lo, hi, sign, row)
                 for r in range(r_n):
-                    v = (np.int64(best[r]) + bias[r]) * mult[r] + add[r]
-                    if sign:
-                        v = 1 if v >= 0 else -1
-                    else:
-                        v = min(max(v >> shift[r], lo[r]), hi[r])
-                    out[n, chans[r], py, px] = v
+                    out[n, chans[r], py, px] = row[r]
 
 
 @numba.njit(**NJIT)
@@ -525,16 +537,9 @@ def _linear_requant(acc, n0, bias, mult, add, shift, lo, hi, sign, chans, row, o
     """out[n0+m, chans[r]] = requant(acc[m, r] + bias[r]) for precomputed exact accumulators
     acc [M, len(chans)] (int32 or int64). bias .. hi are gathered per r (length
     len(chans)); row: int64 scratch of len(chans) values. Each image's row is requantized
-    by `_requant_codes` (vectorized), then scattered to its channels."""
+    by `_requant_channels` (vectorized), then scattered to its channels."""
     for m in range(acc.shape[0]):
-        for r in range(chans.shape[0]):
-            row[r] = acc[m, r]
-        for r in range(chans.shape[0]):
-            v = (row[r] + bias[r]) * mult[r] + add[r]
-            if sign:
-                row[r] = 1 if v >= 0 else -1
-            else:
-                row[r] = min(max(v >> shift[r], lo[r]), hi[r])
+        _requant_channels(acc[m], bias, mult, add, shift, lo, hi, sign, row)
         for r in range(chans.shape[0]):
             out[n0 + m, chans[r]] = row[r]
 
