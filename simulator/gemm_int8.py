@@ -32,7 +32,7 @@ __all__ = ["available", "conv2d", "has_conv", "matmul", "pack_conv", "proven", "
 
 log = logging.getLogger(__name__)
 
-_state = {"broken": False}
+_state = {"broken": False, "conv_broken": False}
 
 
 @functools.cache
@@ -55,15 +55,20 @@ def available() -> bool:
     return not _state["broken"] and _torch() is not None
 
 
-def _switch_off(reason: str) -> None:
-    if not _state["broken"]:
-        _state["broken"] = True
-        warnings.warn(
-            f"int8 GEMM backend off for this process ({reason}); using the numba kernels "
-            "(same results, slower)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+# what each switch turns off, and what the callers use instead
+_PATHS = {
+    "broken": ("int8 GEMM backend", "the numba kernels (same results, slower)"),
+    "conv_broken": ("oneDNN int8 convolution", "int8 patches and the int8 GEMM"),
+}
+
+
+def _switch_off(path: str, reason: str) -> None:
+    """Turn `path` (a key of _PATHS) off for this process, with one warning."""
+    if not _state[path]:
+        _state[path] = True
+        what, fallback = _PATHS[path]
+        warnings.warn(f"{what} off for this process ({reason}); using {fallback}",
+                      RuntimeWarning, stacklevel=3)  # fmt: skip
 
 
 def set_threads(n: int) -> None:
@@ -109,7 +114,7 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     try:
         out = torch._int_mm(torch.from_numpy(a), torch.from_numpy(b))
     except (RuntimeError, TypeError, ValueError) as exc:  # a build that rejects the shape
-        _switch_off(f"torch._int_mm rejected {a.shape} x {b.shape}: {exc}")
+        _switch_off("broken", f"torch._int_mm rejected {a.shape} x {b.shape}: {exc}")
         return None
     return out.numpy()
 
@@ -121,7 +126,7 @@ def has_conv() -> bool:
     """Whether oneDNN's quantized convolution (`torch.ops.onednn.qconv2d_pointwise`) is
     reachable in this torch build."""
     torch = _torch()
-    if torch is None or _state["broken"] or _state.get("conv_broken"):
+    if torch is None or _state["broken"] or _state["conv_broken"]:
         return False
     ops = getattr(torch.ops, "onednn", None)
     return ops is not None and hasattr(ops, "qconv2d_pointwise") and hasattr(ops, "qconv_prepack")
@@ -138,9 +143,7 @@ def pack_conv(w: np.ndarray, zp: int, stride, padding, groups: int):
             list(padding), [1, 1], int(groups), None,
         )  # fmt: skip
     except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
-        _state["conv_broken"] = True
-        warnings.warn(f"oneDNN int8 convolution off for this process ({exc}); using "
-                      "int8 patches and the int8 GEMM", RuntimeWarning, stacklevel=2)  # fmt: skip
+        _switch_off("conv_broken", str(exc))
         return None
     return (packed, ones, torch.zeros(o_n, dtype=torch.int64), list(stride), list(padding),
             int(groups), int(zp))  # fmt: skip
@@ -159,9 +162,7 @@ def conv2d(x_u8: np.ndarray, packed) -> np.ndarray | None:
             groups, 1.0, 0, torch.float32, "none", [], "",
         )  # fmt: skip
     except (RuntimeError, TypeError, ValueError) as exc:
-        _state["conv_broken"] = True
-        warnings.warn(f"oneDNN int8 convolution off for this process ({exc}); using "
-                      "int8 patches and the int8 GEMM", RuntimeWarning, stacklevel=2)  # fmt: skip
+        _switch_off("conv_broken", str(exc))
         return None
     return out.permute(0, 2, 3, 1).numpy()  # NHWC memory, as an [N, Ho, Wo, O] array
 

@@ -69,10 +69,8 @@ def linear(x, w, rq, chans, info, out) -> bool:
     if not ready(info, x.shape[1]):
         return False
     z = info.plan.zero
-    b, mult, add, shift, lo, hi, sign = rq
     sums = _zero_sums(w, z, chans)
-    b = b if sums is None else b + sums
-    sub = [a[chans] for a in (b, mult, add, shift, lo, hi)]  # per computed channel
+    sub, sign = _gathered(rq if sums is None else (rq[0] + sums, *rq[1:]), chans)
     w_sub = _c(w if chans.size == w.shape[0] else w[chans]).astype(np.int8, copy=False)
 
     def sink(n0, acc):
@@ -106,9 +104,8 @@ def _conv_onednn(op: Conv, x, w, rq, chans, pooling, pdir, zp, out) -> bool:
     if packed is None:
         return False
     x = _c(x)
-    b, mult, add, shift, lo, hi, sign = rq
-    sub = [a[chans] for a in (b, mult, add, shift, lo, hi)]
-    dirs = np.where(mult[chans] < 0, -pdir[chans], pdir[chans]).astype(np.float32)
+    sub, sign = _gathered(rq, chans)
+    dirs = np.where(rq[1][chans] < 0, -pdir[chans], pdir[chans]).astype(np.float32)
     feat = int(np.prod(x.shape[1:]))
 
     def images(start: int, stop: int) -> bool:
@@ -209,6 +206,12 @@ def _conv_patches(op: Conv, x, w, rq, chans, chan_ptr, pooling, pdir, zero, out)
     return all(_split_images(images, x.shape[0]))
 
 
+def _gathered(rq, chans: np.ndarray) -> tuple[list[np.ndarray], bool]:
+    """The per-channel requantization arrays (bias, mult, add, shift, lo, hi) of `chans`,
+    in order, as the channel-vectorized kernels take them; and the sign flag."""
+    return [a[chans] for a in rq[:6]], rq[6]
+
+
 def _zero_sums(w2: np.ndarray, zero: int, chans: np.ndarray) -> np.ndarray | None:
     """zero * sum_k w2[o, k] (int64 [O]) for the output channels `chans` (others 0)."""
     if zero == 0:
@@ -267,6 +270,8 @@ _POOL: dict[int, ThreadPoolExecutor] = {}
 
 def _thread_pool(t: int) -> ThreadPoolExecutor:
     if t not in _POOL:
+        for old in _POOL.values():  # the thread count changed: let the old threads end
+            old.shutdown(wait=False)
         _POOL.clear()
         _POOL[t] = ThreadPoolExecutor(max_workers=t, thread_name_prefix="mcelsim-int8")
     return _POOL[t]

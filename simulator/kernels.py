@@ -20,7 +20,7 @@ Conventions shared by every kernel:
   each chunk writes only its own images' output. The kernels of the int8 GEMM path
   (`_pad_i8`, `_im2col_i8*`, `_shift_i8`, `_conv_requant`, `_linear_requant`) are
   single-threaded: the engine gives each of its threads a contiguous share of the images
-  instead (`engine._split_images`), so no parallel region opens per GEMM call.
+  instead (`int8_backend._split_images`), so no parallel region opens per GEMM call.
 """
 
 from __future__ import annotations

@@ -41,8 +41,7 @@ def _fresh_backend():
 
 
 def _reset():
-    gemm_int8._state.clear()
-    gemm_int8._state["broken"] = False
+    gemm_int8._state.update(broken=False, conv_broken=False)
     gemm_int8.proven.cache_clear()
     gemm_int8.proven_conv.cache_clear()
     gemm_int8._torch.cache_clear()
