@@ -234,6 +234,8 @@ def test_store_identical_with_numba_only_and_int8_backends(tmp_path, test_set, m
         torch.manual_seed(seed)
         net = import_torch(build_model("vgg3", width=0.25, weight_bits=4, input_size=8).eval())
         nets.append(model_entry(net, label=f"vgg3-{seed}"))
+    monkeypatch.setenv("MCELSIM_GEMM", "auto")  # whatever the suite runs under
+    monkeypatch.setattr(engine, "GEMM", None)
     backends = {net.layer_input(i).plan.backend for i, op in enumerate(net.ops)
                 if getattr(op, "weight", "")}  # fmt: skip
     assert backends == {"int8", "numba"}  # conv1 (fan-in 9) stays on numba
