@@ -22,8 +22,33 @@ _POOL_PAYLOAD: _Payload | None = None  # set in each local worker process by _po
 
 def _pool_init(payload: _Payload) -> None:
     global _POOL_PAYLOAD
+    _exit_with_parent()
     _POOL_PAYLOAD = payload
     _state_for(payload)
+
+
+def _exit_with_parent() -> None:
+    """End this worker as soon as the process that spawned it is gone (even by SIGKILL).
+
+    A pool worker otherwise waits forever on its task queue, whose write end it holds
+    itself, and keeps the resource tracker alive with it. The spawn start method gives each
+    child a sentinel pipe whose other end only the parent holds: it turns readable (EOF) the
+    moment the parent dies. A daemon thread waits on it; the kernels release the GIL, so
+    it runs even while a sample is being computed.
+    """
+    import multiprocessing as mp
+    import threading
+    from multiprocessing.connection import wait
+
+    parent = mp.parent_process()
+    if parent is None:  # not a multiprocessing child
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os._exit(1)  # no cleanup: the parent that would read our results is gone
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _pool_task(task: dict) -> dict:
