@@ -26,6 +26,13 @@ __all__ = ["ARCHITECTURES", "build_model", "model_config", "BasicBlock", "Invert
 
 ARCHITECTURES = ("mlp", "vgg3", "vgg7", "resnet18", "mobilenetv2")
 
+# Bounds of build_model's arguments: far beyond any model the simulator can run, and they
+# keep a tampered checkpoint from asking for absurd allocations.
+MAX_WIDTH = 64.0
+MAX_CHANNELS = 1024
+MAX_INPUT_SIZE = 1024
+MAX_CLASSES = 100_000
+
 BOTTLENECK_HI = 4.0  # range [-4, 4] of MobileNetV2's linear bottleneck activations
 
 
@@ -236,10 +243,11 @@ def model_config(
     if arch not in _BUILDERS:
         raise UserInputError(src, "arch", f"unknown architecture {arch!r}",
                              f"use one of {', '.join(ARCHITECTURES)}")  # fmt: skip
-    for name, val, lo in (("num_classes", num_classes, 2), ("in_channels", in_channels, 1),
-                          ("input_size", input_size, 4)):  # fmt: skip
-        if int(val) != val or val < lo:
-            raise UserInputError(src, name, f"must be an integer >= {lo}, got {val!r}")
+    for name, val, lo, hi in (("num_classes", num_classes, 2, MAX_CLASSES),
+                              ("in_channels", in_channels, 1, MAX_CHANNELS),
+                              ("input_size", input_size, 4, MAX_INPUT_SIZE)):  # fmt: skip
+        if not isinstance(val, int | float) or int(val) != val or not lo <= val <= hi:
+            raise UserInputError(src, name, f"must be an integer in {lo}..{hi}, got {val!r}")
     if weight_bits not in (1, 2, 3, 4, 5, 6, 7, 8):
         raise UserInputError(src, "weight_bits", f"must be in 1..8, got {weight_bits!r}")
     for name, val in (("act_bits", act_bits), ("input_bits", input_bits)):
@@ -248,8 +256,9 @@ def model_config(
     if granularity not in ("channel", "tensor"):
         raise UserInputError(src, "granularity", f"must be 'channel' or 'tensor', "
                              f"got {granularity!r}")  # fmt: skip
-    if not (isinstance(width, int | float) and math.isfinite(width) and width > 0):
-        raise UserInputError(src, "width", f"must be a positive number, got {width!r}")
+    if not (isinstance(width, int | float) and math.isfinite(width) and 0 < width <= MAX_WIDTH):
+        raise UserInputError(src, "width", f"must be a number in (0, {MAX_WIDTH:g}], "
+                             f"got {width!r}")  # fmt: skip
     mean = [0.5] * in_channels if mean is None else [float(m) for m in mean]
     std = [0.5] * in_channels if std is None else [float(s) for s in std]
     if len(mean) != in_channels or len(std) != in_channels or min(std) <= 0:

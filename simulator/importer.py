@@ -274,7 +274,10 @@ class _Builder:
             h = (_f64(mod.bias) if mod.bias is not None else 0.0) - _f64(mod.running_mean) * g
             return self.affine(self.as_pend(x, name, channels), g, h)
         if isinstance(mod, LogitScale):
-            e = math.exp(float(mod.log_scale.detach()))
+            try:
+                e = math.exp(float(mod.log_scale.detach()))
+            except OverflowError:
+                e = math.inf  # refused when the layer is folded (not finite)
             p = self.as_pend(x, name, channels)
             return self.affine(p, np.full(p.alpha.shape, e), np.zeros(p.alpha.shape))
         if isinstance(mod, nn.ReLU6):
@@ -492,8 +495,18 @@ class _Builder:
     # ---------------------------------------------------------- requantize
     def finish(self, p: _Pend, out_scale, qmin, qmax, sign, name, logits=False) -> _Val:
         """Emit the pending layer (or a Requantize) with its requantization, then pools."""
-        rq = make_requant(p.alpha, p.beta, p.clamp_lo, p.clamp_hi, out_scale, qmin, qmax,
-                          p.acc_bound, sign)  # fmt: skip
+        finite = (np.isfinite(p.alpha).all() and np.isfinite(p.beta).all()
+                  and not np.isnan(p.clamp_lo).any() and not np.isnan(p.clamp_hi).any()
+                  and math.isfinite(out_scale) and out_scale > 0)
+        try:
+            if not finite:
+                raise ValueError("not finite")
+            rq = make_requant(p.alpha, p.beta, p.clamp_lo, p.clamp_hi, out_scale, qmin, qmax,
+                              p.acc_bound, sign)  # fmt: skip
+        except (ValueError, OverflowError):
+            self.fail(p.module, "folded requantization is not finite or overflows (a weight, "
+                      "batch-norm or scale value of this layer is out of range)",
+                      "retrain or re-export the model; check it for NaN or huge values")
         lo, hi = rq.out_range()
         pools = [(pool, d1 * rq.direction()) for pool, d1 in p.pools]
         L = p.layer

@@ -175,3 +175,15 @@ def test_importer_picks_int64_accumulators_where_int32_could_overflow():
     worst = {lins[1].weight: np.full_like(net.weights()[lins[1].weight], -128)}
     bad = net.with_weights(worst)
     np.testing.assert_array_equal(bad.forward(x), bad.reference_forward(x))
+
+
+@pytest.mark.parametrize("scale", [3e38, 1e30])
+def test_finite_values_that_overflow_the_folding_name_the_layer(scale):
+    """Values too large for the integer requantization (finite, so the checkpoint check lets
+    them through) are refused with the layer's name instead of an overflow deep inside."""
+    torch.manual_seed(0)
+    model = build_model("mlp", width=1 / 32, weight_bits=4).eval()
+    with torch.no_grad():
+        model[3].weight[0] = scale  # the first BatchNorm's scale
+    with pytest.raises(UserInputError, match="'2'.*folded requantization"):
+        import_torch(model, source="m.ckpt")

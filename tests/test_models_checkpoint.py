@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import struct
 
 import pytest
@@ -150,3 +151,81 @@ def test_loading_executes_no_code(tmp_path):
     torch.save({"x": torch.zeros(1)}, path)  # a zip/pickle file
     with pytest.raises(UserInputError):
         load_checkpoint(path)
+
+
+def _retampered(path, tensors=None, info=None):
+    """Rewrite a checkpoint with changed tensors / metadata and a *matching* digest."""
+    from safetensors.torch import load_file, save_file
+
+    from models.checkpoint import _digest
+
+    _, _, header = _header(path)
+    meta = dict(header["__metadata__"])
+    ts = load_file(str(path))
+    ts.update(tensors or {})
+    full = json.loads(meta["mcelsim"])
+    if info is not None:
+        info(full)
+    meta.update(mcelsim=json.dumps(full), sha256=_digest(ts))
+    save_file(ts, str(path), metadata=meta)
+
+
+@pytest.mark.parametrize(("name", "value", "pattern"), [
+    ("1.weight", math.nan, "1.weight.*NaN or infinite"),
+    ("1.weight", math.inf, "1.weight.*NaN or infinite"),
+    ("3.running_mean", -math.inf, "3.running_mean.*NaN or infinite"),
+    ("3.running_var", -1.0, "3.running_var.*negative batch-norm variance"),
+    ("0.std", 0.0, "0.std.*input normalization"),
+    ("0.mean", 0.7, "0.mean.*input normalization"),
+    ("log_scale", 1e3, "log_scale.*out of range"),
+])
+def test_values_that_pass_the_digest_but_are_impossible(ckpt, name, value, pattern):
+    from safetensors.torch import load_file
+
+    ts = load_file(str(ckpt))
+    key = next(k for k in ts if k == name or k.endswith("." + name))
+    t = ts[key].clone()
+    t.reshape(-1)[0] = value
+    _retampered(ckpt, {key: t})
+    with pytest.raises(UserInputError, match=pattern):
+        load_checkpoint(ckpt)
+
+
+def test_huge_metadata_is_refused_before_allocating(ckpt, monkeypatch):
+    """A width or input size far above the stored tensors never reaches the allocator."""
+    import models.checkpoint as ck
+
+    real = ck.build_model
+
+    def guarded(arch, **cfg):  # a real (not 'meta' device) build must match the file
+        if torch.empty(0).device.type != "meta":
+            assert cfg["width"] == 0.125
+        return real(arch, **cfg)
+
+    monkeypatch.setattr(ck, "build_model", guarded)
+    for change, pattern in (
+        (lambda i: i["model"].update(width=60.0), "1.weight.*needs"),
+        (lambda i: i["model"].update(width=1e6), "width.*must be a number in"),
+        (lambda i: i["model"].update(in_channels=10**9, mean=None, std=None), "in_channels"),
+        (lambda i: i["model"].update(num_classes=10**6), "num_classes"),
+        (lambda i: i.update(input_shape=[1, 10**5, 10**5]), "input_shape.*implies"),
+    ):
+        path = ckpt.with_name("t.ckpt")
+        path.write_bytes(ckpt.read_bytes())
+        _retampered(path, info=change)
+        with pytest.raises(UserInputError, match=pattern):
+            load_checkpoint(path)
+
+
+def test_dtype_change_is_named(ckpt):
+    from safetensors.torch import load_file
+
+    t = load_file(str(ckpt))["1.weight"].double()
+    _retampered(ckpt, {"1.weight": t})
+    with pytest.raises(UserInputError, match="1.weight.*F64.*needs F32"):
+        load_checkpoint(ckpt)
+
+
+def test_folder_given_as_checkpoint(tmp_path):
+    with pytest.raises(UserInputError, match="is a folder"):
+        load_checkpoint(tmp_path)
