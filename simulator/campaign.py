@@ -41,6 +41,7 @@ from simulator.spec import (
     ber_rates,
     campaign_config,
     campaign_id_of,
+    check_test_set,
     chip_seed,
     iid_profile_row,
     model_entry,
@@ -62,6 +63,7 @@ __all__ = [
     "ber_rates",
     "campaign_config",
     "campaign_id_of",
+    "check_test_set",
     "chip_seed",
     "model_entry",
     "parse_sweep",
@@ -115,6 +117,7 @@ def run_campaign(
     validate_spec(spec, prof)
     if test.labels.shape[0] == 0:
         raise UserInputError("dataset", None, "test set is empty", "check --limit")
+    check_test_set(entries, test)
     prof_row = profile_row(prof) if prof is not None else iid_profile_row(spec.p01_ratio)
     config = campaign_config(spec, prof_row["profile_hash"], test)
     cid = campaign_id_of(config)

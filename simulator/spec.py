@@ -40,6 +40,7 @@ __all__ = [
     "ber_rates",
     "campaign_config",
     "campaign_id_of",
+    "check_test_set",
     "chip_seed",
     "iid_profile_row",
     "model_entry",
@@ -295,6 +296,34 @@ def validate_spec(spec: CampaignSpec, prof: Any = None) -> None:
             if b < 0 or p01 > 1 or p10 > 1:
                 raise UserInputError(opt, None, f"BER {b:g} gives p01={p01:g}, p10={p10:g}",
                                      "keep the BER and p01/p10 within [0, 1]")  # fmt: skip
+
+
+def check_test_set(models: list[ModelEntry], test: TestSet) -> None:
+    """Raise UserInputError unless every model can be evaluated on `test`: images of the
+    shape each model was built for (C, H, W from its metadata, else one trial forward) and
+    labels below its number of classes. Called before anything is written to a store."""
+    images, labels = test.images, test.labels
+    fix = "pass the dataset the models were trained on (--dataset NAME)"
+    if images.ndim != 4 or labels.shape != (images.shape[0],):
+        raise UserInputError(test.name, None, f"images {images.shape} and labels "
+                             f"{labels.shape} are not N x C x H x W and N", fix)  # fmt: skip
+    for m in models:
+        want = m.net.meta.get("input_shape") if isinstance(m.net.meta, dict) else None
+        got = tuple(int(d) for d in images.shape[1:])
+        if want is not None and tuple(int(d) for d in want) != got:
+            raise UserInputError(test.name, None, f"images are {'x'.join(map(str, got))} but "
+                                 f"model {m.label} expects {'x'.join(map(str, want))} (C x H x W)",
+                                 fix)  # fmt: skip
+        if want is None and images.shape[0]:
+            try:
+                m.net.forward(m.net.quantize_input(images[:1]))
+            except (ValueError, IndexError) as err:
+                raise UserInputError(test.name, None, f"model {m.label} cannot run on its "
+                                     f"images ({err})", fix) from None  # fmt: skip
+        if labels.size and (labels.min() < 0 or labels.max() >= m.net.num_classes):
+            raise UserInputError(test.name, None, f"labels span {labels.min()}..{labels.max()}"
+                                 f" but model {m.label} has {m.net.num_classes} classes",
+                                 fix)  # fmt: skip
 
 
 def campaign_config(spec: CampaignSpec, profile_hash: str, test: TestSet) -> dict:

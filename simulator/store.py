@@ -32,7 +32,8 @@ import numpy as np
 
 from memory_models.usererror import UserInputError
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "ResultStore", "mcelsim_version", "now_iso"]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "ResultStore", "check_export_path", "check_store_path",
+           "mcelsim_version", "now_iso"]
 
 SCHEMA_VERSION = "1"
 
@@ -115,6 +116,59 @@ def now_iso() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
+def check_store_path(path: str | PathLike[str], option: str = "--out") -> bool:
+    """Check, without writing a byte, that `path` can hold a results store: a new (or empty)
+    file in a writable folder, or an mcelsim store of this schema version. Returns whether
+    a store is already there. A file of another program, SQLite or not, is refused: its
+    tables are never touched."""
+    from memory_models.usererror import check_output_file
+
+    p = Path(path)
+    check_output_file(p, option)
+    if not p.exists() or p.stat().st_size == 0:
+        return False
+    fix = f"pass a new file name to {option}"
+    with p.open("rb") as fh:
+        if fh.read(16) != b"SQLite format 3\x00":
+            raise UserInputError(p, None, "is not an mcelsim results database (not SQLite)", fix)
+    try:
+        con = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master "
+                                                "WHERE type='table'")}  # fmt: skip
+            version = None
+            if "meta" in tables:
+                row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                version = None if row is None else row[0]
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as err:
+        raise UserInputError(p, None, f"cannot be read as SQLite ({err})", fix) from None
+    if version is None:
+        what = f"tables {', '.join(sorted(tables)[:4])}" if tables else "no mcelsim tables"
+        raise UserInputError(p, None, f"is not an mcelsim results database but an SQLite file "
+                             f"of another program ({what}); "
+                             "mcelsim never adds tables to it", fix)  # fmt: skip
+    if version != SCHEMA_VERSION:
+        raise UserInputError(p, "schema_version", f"is {version!r}, this mcelsim writes "
+                             f"{SCHEMA_VERSION!r}", "write to a new file")  # fmt: skip
+    return True
+
+
+def check_export_path(path: str | PathLike[str], option: str = "--export") -> Path:
+    """Check an export file name (.csv or .json, writable) before any work."""
+    from memory_models.usererror import check_output_file
+
+    p = Path(path)
+    if p.suffix.lower() not in (".csv", ".json"):
+        raise UserInputError(option, None, f"unknown export format {p.suffix or '(none)'!r} "
+                             f"of {str(p)!r}", "use a .csv or .json file name")  # fmt: skip
+    check_output_file(p, option)
+    if p.suffix.lower() == ".csv":
+        check_output_file(p.with_name(p.stem + ".sensitivity.csv"), option)
+    return p
+
+
 def margins_blob(margins: np.ndarray) -> bytes:
     """float32 little-endian bytes of a margin vector."""
     return np.ascontiguousarray(margins, dtype="<f4").tobytes()
@@ -129,20 +183,17 @@ class ResultStore:
     """A campaign results database (SQLite, WAL). Only one process should write to it.
 
     Opening a file that is not an mcelsim store (or has another schema version) raises
-    `UserInputError`.
+    `UserInputError` before a byte of it is written (`check_store_path`).
     """
 
     def __init__(self, path: str | PathLike[str]) -> None:
         self.path = Path(path)
-        if self.path.parent and not self.path.parent.exists():
-            raise UserInputError(
-                str(self.path), None, "folder does not exist", "create it or pick another --out"
-            )
+        check_store_path(self.path)
         try:
             self.conn = sqlite3.connect(str(self.path), timeout=30.0)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.executescript(SCHEMA)
+            self.conn.executescript(SCHEMA)  # new tables of this schema version, if any
             row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError as err:
             raise UserInputError(
@@ -306,10 +357,7 @@ class ResultStore:
         """
         path = Path(path)
         suffix = path.suffix.lower()
-        if suffix not in (".csv", ".json"):
-            raise UserInputError(
-                str(path), None, "unknown export format", "use a .csv or .json file name"
-            )
+        check_export_path(path)
         if suffix == ".json":
             doc = {"meta": {r["key"]: r["value"] for r in self.table("meta")}}
             for name in ("campaigns", "profiles", "models", "points", "samples", "sensitivity"):

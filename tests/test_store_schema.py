@@ -117,7 +117,7 @@ def test_not_a_store_is_a_user_error(tmp_path):
     bad.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(UserInputError, match="not an mcelsim results database"):
         ResultStore(bad)
-    with pytest.raises(UserInputError, match="folder does not exist"):
+    with pytest.raises(UserInputError, match="folder .* does not exist"):
         ResultStore(tmp_path / "no" / "such" / "r.db")
     other = tmp_path / "v2.db"
     ResultStore(other).close()
@@ -127,3 +127,55 @@ def test_not_a_store_is_a_user_error(tmp_path):
     con.close()
     with pytest.raises(UserInputError, match="schema_version"):
         ResultStore(other)
+
+
+def _digest(path) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).digest()
+
+
+def test_an_sqlite_file_of_another_program_is_refused_untouched(tmp_path):
+    foreign = tmp_path / "app.db"
+    con = sqlite3.connect(foreign)
+    con.execute("CREATE TABLE users(name TEXT)")
+    con.execute("INSERT INTO users VALUES ('ada')")
+    con.commit()
+    con.close()
+    before = _digest(foreign)
+    with pytest.raises(UserInputError, match="another program .*users.*never adds tables"):
+        ResultStore(foreign)
+    assert _digest(foreign) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]  # no -wal / -shm left
+    # a store of another schema version is refused before a table is added to it
+    old = tmp_path / "old.db"
+    con = sqlite3.connect(old)
+    con.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT)")
+    con.execute("INSERT INTO meta VALUES ('schema_version', '0')")
+    con.commit()
+    con.close()
+    before = _digest(old)
+    with pytest.raises(UserInputError, match="schema_version"):
+        ResultStore(old)
+    assert _digest(old) == before
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path):
+    from simulator.store import check_export_path, check_store_path
+
+    (tmp_path / "dir.db").mkdir()
+    (tmp_path / "file").write_text("x")
+    for path, pattern in ((tmp_path / "dir.db", "is a folder"),
+                          (tmp_path / "file" / "r.db", "is a file, not a folder"),
+                          (tmp_path / "missing" / "r.db", "does not exist"),
+                          ("/proc/r.db", "cannot write")):  # fmt: skip
+        with pytest.raises(UserInputError, match=pattern):
+            check_store_path(path)
+    assert check_store_path(tmp_path / "new.db") is False
+    (tmp_path / "empty.db").write_bytes(b"")
+    assert check_store_path(tmp_path / "empty.db") is False
+    with pytest.raises(UserInputError, match="--export: unknown export format '.xlsx'"):
+        check_export_path(tmp_path / "r.xlsx")
+    with pytest.raises(UserInputError, match="--export: folder .* does not exist"):
+        check_export_path(tmp_path / "missing" / "r.csv")
+    assert check_export_path(tmp_path / "r.json") == tmp_path / "r.json"

@@ -104,8 +104,9 @@ def headline(summary: dict) -> list[dict]:
 
 def run(args: argparse.Namespace) -> int:
     from analysis import load_results, summarize
+    from memory_models.usererror import check_output_folder
 
-    out = Path(args.out)
+    out = check_output_folder(args.out, "--out")
     out.mkdir(parents=True, exist_ok=True)
     quiet = args.json
     ckpts = []

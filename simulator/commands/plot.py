@@ -47,13 +47,11 @@ def load(args: argparse.Namespace):
 
 def prepare_out(args: argparse.Namespace, command: str) -> Path:
     """The output folder (created); UserInputError if it cannot be."""
-    from memory_models.usererror import UserInputError
+    from memory_models.usererror import UserInputError, check_output_folder
 
     out = Path(args.out) if args.out else Path(args.db).with_name(
         f"{Path(args.db).stem}_{command}")
-    if out.exists() and not out.is_dir():
-        raise UserInputError(out, "--out", "exists and is not a folder",
-                             "pass a folder name to --out")
+    check_output_folder(out, "--out")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -176,15 +176,18 @@ def _ci(s) -> str:
 
 def run(args) -> int:
     from memory_models.usererror import UserInputError
-    from simulator.campaign import TestSet, run_campaign, validate_spec
-    from simulator.store import ResultStore
+    from simulator.campaign import TestSet, check_test_set, run_campaign, validate_spec
+    from simulator.store import ResultStore, check_export_path, check_store_path
 
+    if args.export:
+        check_export_path(args.export)
     if not args.models:
         if not args.export:
             raise UserInputError("simulate", "models", "no checkpoint given",
                                  "pass MODEL.ckpt (or --export FILE to export --out)")
         if not os.path.isfile(args.out):
             raise UserInputError(args.out, None, "results file not found", "check --out")
+        check_store_path(args.out)
         with ResultStore(args.out) as store:
             files = store.export(args.export)
         if args.json:
@@ -207,6 +210,7 @@ def run(args) -> int:
         raise UserInputError("--scheduler", args.scheduler, "not a scheduler address",
                              "write tcp://HOST:PORT")
 
+    check_store_path(args.out)
     entries = _load_models(args.models)
     dataset = args.dataset
     if dataset is None:
@@ -220,6 +224,7 @@ def run(args) -> int:
 
     ds = load_dataset(dataset, split="test", data_dir=args.data_dir, limit=args.limit)
     test = TestSet(dataset, ds.images, ds.labels)
+    check_test_set(entries, test)
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
     with ResultStore(args.out) as store:
         res = run_campaign(spec, entries, test, store, workers=workers,

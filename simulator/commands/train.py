@@ -56,7 +56,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from memory_models.usererror import check_output_file
     from models.training import TrainConfig, partial_path, train
+
+    check_output_file(args.out, "--out", create_folders=True)  # before hours of training
 
     config = TrainConfig(
         dataset=args.dataset, arch=args.arch, weight_bits=args.weight_bits,
