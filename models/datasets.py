@@ -162,9 +162,11 @@ def _load_idx(name: str, split: str, data_dir) -> tuple[np.ndarray, np.ndarray, 
                              f"{images.shape[0]} images in {img_path}",
                              "use matching image and label files")  # fmt: skip
     if images.shape[1:] != (28, 28):
-        raise UserInputError(img_path, "size", f"images are {images.shape[1:]}, expected 28x28")
+        raise UserInputError(img_path, "size", f"images are {images.shape[1:]}, expected 28x28",
+                             "re-download the dataset")  # fmt: skip
     if labels.size and labels.max() >= 10:
-        raise UserInputError(lbl_path, "labels", f"label {labels.max()} outside 0..9")
+        raise UserInputError(lbl_path, "labels", f"label {labels.max()} outside 0..9",
+                             "re-download the dataset")  # fmt: skip
     return images[:, None], labels, str(img_path.parent)
 
 
@@ -184,7 +186,7 @@ def _load_svhn(split: str, data_dir) -> tuple[np.ndarray, np.ndarray, str]:
     labels = y.reshape(-1).astype(np.int64)
     labels[labels == 10] = 0  # SVHN stores digit 0 as label 10
     if labels.min() < 0 or labels.max() > 9:
-        raise UserInputError(path, "y", "labels outside 1..10")
+        raise UserInputError(path, "y", "labels outside 1..10", "re-download the dataset")
     return np.ascontiguousarray(x.transpose(3, 2, 0, 1)), labels, str(path.parent)
 
 
@@ -239,7 +241,8 @@ def load_dataset(
     if split not in SPLITS:
         raise UserInputError("dataset", "split", f"unknown split {split!r}", "use train or test")
     if limit is not None and (int(limit) != limit or limit < 1):
-        raise UserInputError("dataset", "limit", f"must be a positive integer, got {limit!r}")
+        raise UserInputError("dataset", "limit", f"must be a positive integer, got {limit!r}",
+                             "pass --limit N with N >= 1")  # fmt: skip
     c, s, k, mean, std = _INFO[name]
     source = "generated"
     if name in ("synthetic", "synthetic-rgb"):

@@ -87,7 +87,10 @@ class TrainConfig:
         src = "train config"
 
         def bad(field: str, problem: str, fix: str | None = None) -> None:
-            raise UserInputError(src, field, problem, fix)
+            option = "--" + field.replace("_", "-")
+            raise UserInputError(src, field, problem,
+                                 fix or f"pass {option} within the range `mcelsim train --help` "
+                                 "shows")  # fmt: skip
 
         if self.dataset not in DATASETS:
             bad("dataset", f"unknown dataset {self.dataset!r}", f"use one of {DATASETS}")

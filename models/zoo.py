@@ -247,25 +247,30 @@ def model_config(
                               ("in_channels", in_channels, 1, MAX_CHANNELS),
                               ("input_size", input_size, 4, MAX_INPUT_SIZE)):  # fmt: skip
         if not isinstance(val, int | float) or int(val) != val or not lo <= val <= hi:
-            raise UserInputError(src, name, f"must be an integer in {lo}..{hi}, got {val!r}")
+            raise UserInputError(src, name, f"must be an integer in {lo}..{hi}, got {val!r}",
+                                 f"pass {name} in {lo}..{hi}")  # fmt: skip
     if weight_bits not in (1, 2, 3, 4, 5, 6, 7, 8):
-        raise UserInputError(src, "weight_bits", f"must be in 1..8, got {weight_bits!r}")
+        raise UserInputError(src, "weight_bits", f"must be in 1..8, got {weight_bits!r}",
+                             "pass weight_bits in 1..8")  # fmt: skip
     for name, val in (("act_bits", act_bits), ("input_bits", input_bits)):
         if int(val) != val or not 1 <= val <= 16:
-            raise UserInputError(src, name, f"must be in 1..16, got {val!r}")
+            raise UserInputError(src, name, f"must be in 1..16, got {val!r}",
+                                 f"pass {name} in 1..16")  # fmt: skip
     if granularity not in ("channel", "tensor"):
         raise UserInputError(src, "granularity", f"must be 'channel' or 'tensor', "
-                             f"got {granularity!r}")  # fmt: skip
+                             f"got {granularity!r}", "pass 'channel' or 'tensor'")  # fmt: skip
     if not (isinstance(width, int | float) and math.isfinite(width) and 0 < width <= MAX_WIDTH):
         raise UserInputError(src, "width", f"must be a number in (0, {MAX_WIDTH:g}], "
-                             f"got {width!r}")  # fmt: skip
+                             f"got {width!r}", f"pass a width in (0, {MAX_WIDTH:g}]")  # fmt: skip
     mean = [0.5] * in_channels if mean is None else [float(m) for m in mean]
     std = [0.5] * in_channels if std is None else [float(s) for s in std]
     if len(mean) != in_channels or len(std) != in_channels or min(std) <= 0:
-        raise UserInputError(src, "mean/std", f"need {in_channels} values each and std > 0")
+        raise UserInputError(src, "mean/std", f"need {in_channels} values each and std > 0",
+                             "pass one mean and one positive std per input channel")  # fmt: skip
     min_size = {"mlp": 1, "vgg3": 4, "vgg7": 8, "resnet18": 8, "mobilenetv2": 8}[arch]
     if input_size < min_size:
-        raise UserInputError(src, "input_size", f"{arch} needs input_size >= {min_size}")
+        raise UserInputError(src, "input_size", f"{arch} needs input_size >= {min_size}",
+                             "use larger images or another architecture")  # fmt: skip
     return {
         "arch": arch,
         "num_classes": int(num_classes),

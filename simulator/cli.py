@@ -29,7 +29,13 @@ class _Parser(argparse.ArgumentParser):
     """argparse that exits 2 with one line (argparse's default also prints usage)."""
 
     def error(self, message: str) -> None:  # noqa: D102
-        sys.stderr.write(f"{self.prog}: {message}; see {self.prog} --help\n")
+        # Every line names the option, what is wrong and the fix; range errors carry their
+        # own fix (simulator.options), the rest point to the command's help.
+        if "invalid choice" in message:
+            message += "; fix: use one of the values listed"
+        elif "; fix: " not in message:
+            message += f"; fix: see `{self.prog} --help`"
+        sys.stderr.write(f"{self.prog}: {message}\n")
         raise SystemExit(2)
 
 

@@ -179,7 +179,9 @@ class _Builder:
 
     # --------------------------------------------------------------- helpers
     def fail(self, where: str, problem: str, fix: str | None = None):
-        raise UserInputError(self.source, where, problem, fix)
+        raise UserInputError(self.source, where, problem,
+                             fix or "build the model from the models.quant contract modules "
+                             "(see models/quant.py)")  # fmt: skip
 
     def emit(self, op) -> int:
         self.ops.append(op)

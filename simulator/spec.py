@@ -161,15 +161,19 @@ def parse_sweep(text: str, option: str = "--sweep") -> tuple[float, ...]:
             if step <= 0:
                 raise UserInputError(option, None, f"step must be positive in {text!r}", fix)
             if stop < start:
-                raise UserInputError(option, None, f"stop below start in {text!r}", fix)
+                raise UserInputError(option, None, f"stop below start in {text!r}",
+                                     "write the smaller value first, START:STOP:STEP")
             n = int(math.floor((stop - start) / step + 1e-9)) + 1
             if n > 100_000:
-                raise UserInputError(option, None, f"{n} points is too many", "use a larger step")
+                raise UserInputError(option, None, f"{n} points is too many",
+                                     "use a larger step (at most 100 000 points)")
             values = [round(start + i * step, 12) for i in range(n)]
         else:
             values = [float(p) for p in text.split(",") if p.strip()]
             if not values or not all(math.isfinite(v) for v in values):
                 raise ValueError
+    except UserInputError:
+        raise
     except ValueError:
         raise UserInputError(option, None, f"bad sweep {text!r}", fix) from None
     return tuple(sorted(set(values)))
@@ -266,11 +270,14 @@ def validate_spec(spec: CampaignSpec, prof: Any = None) -> None:
     if not spec.points:
         raise UserInputError("--sweep", None, "no operating points", "give at least one")
     if spec.chips < 1:
-        raise UserInputError("--chips", None, f"must be at least 1, got {spec.chips}")
+        raise UserInputError("--chips", None, f"must be at least 1, got {spec.chips}",
+                             "pass --chips 1 or more")  # fmt: skip
     if spec.seed < 0:
-        raise UserInputError("--seed", None, f"must be non-negative, got {spec.seed}")
+        raise UserInputError("--seed", None, f"must be non-negative, got {spec.seed}",
+                             "pass --seed 0 or more")  # fmt: skip
     if spec.ci is not None and not spec.ci > 0:
-        raise UserInputError("--ci", None, f"must be positive, got {spec.ci}")
+        raise UserInputError("--ci", None, f"must be positive, got {spec.ci}",
+                             "pass a full interval width in (0, 1], e.g. --ci 0.02")  # fmt: skip
     if spec.max_chips is not None and spec.max_chips < spec.chips:
         raise UserInputError("--max-chips", None, f"{spec.max_chips} is below --chips "
                              f"{spec.chips}", "raise --max-chips")  # fmt: skip
@@ -290,7 +297,8 @@ def validate_spec(spec: CampaignSpec, prof: Any = None) -> None:
     else:
         opt = "--sensitivity-ber" if spec.kind == "sensitivity" else "--ber"
         if not (math.isfinite(spec.p01_ratio) and spec.p01_ratio >= 0):
-            raise UserInputError("--p01-ratio", None, f"must be >= 0, got {spec.p01_ratio}")
+            raise UserInputError("--p01-ratio", None, f"must be >= 0, got {spec.p01_ratio}",
+                             "pass --p01-ratio 0 or more (1 = symmetric)")  # fmt: skip
         for b in spec.points:
             p01, p10 = ber_rates(b, spec.p01_ratio)
             if b < 0 or p01 > 1 or p10 > 1:

@@ -20,6 +20,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from simulator.options import float_in, int_in
+
 # (profile, sweep) pairs of the demo: from nominal down to where each profile's errors rise.
 DEMO_PROFILES = (
     ("sram-14nm", "0.80:1.00:0.025"),
@@ -36,22 +38,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--epochs", type=int, default=2, help="training epochs (default 2)")
+    p.add_argument("--epochs", type=int_in(1, 100_000), default=2,
+                   help="training epochs (default 2)")
     p.add_argument(
         "--train-limit",
-        type=int,
+        type=int_in(0),
         default=20000,
         help="first N training images (default 20000; 0 = all 60000)",
     )
-    p.add_argument("--width", type=float, default=0.5, help="VGG3 channel width (default 0.5)")
-    p.add_argument("--weight-bits", type=int, default=4, help="weight bits (default 4)")
+    p.add_argument("--width", type=float_in(0, 64, low_open=True), default=0.5,
+                   help="VGG3 channel width (default 0.5)")
+    p.add_argument("--weight-bits", type=int_in(1, 8), default=4, help="weight bits (default 4)")
     p.add_argument(
-        "--test-limit", type=int, default=2000, help="test images per sample (default 2000)"
+        "--test-limit", type=int_in(1), default=2000, help="test images per sample (default 2000)"
     )
-    p.add_argument("--chips", type=int, default=8, help="chips per operating point (default 8)")
-    p.add_argument("--seed", type=int, default=0, help="seed of training and chips (default 0)")
+    p.add_argument("--chips", type=int_in(1), default=8,
+                   help="chips per operating point (default 8)")
+    p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0,
+                   help="seed of training and chips (default 0)")
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (IDX files)")
-    p.add_argument("--workers", type=int, default=None, help="simulation worker processes")
+    p.add_argument("--workers", type=int_in(1, 1024), default=None,
+                   help="simulation worker processes")
     p.add_argument("--json", action="store_true", help="print the headline as JSON")
     p.set_defaults(run=run)
 

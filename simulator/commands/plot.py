@@ -13,6 +13,8 @@ import math
 import sys
 from pathlib import Path
 
+from simulator.options import float_in
+
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by `plot` and `report`."""
@@ -23,10 +25,10 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                    help="only this campaign (default: every campaign, one section each)")
     p.add_argument("--format", dest="fmt", default="png", choices=("png", "svg", "pdf"),
                    help="figure file format (default png)")
-    p.add_argument("--max-drop", type=float, default=1.0, metavar="PP",
+    p.add_argument("--max-drop", type=float_in(0, 100), default=1.0, metavar="PP",
                    help="lowest safe point: largest tolerated accuracy drop vs nominal, in "
                         "percentage points, at the chosen confidence (default 1.0)")
-    p.add_argument("--confidence", type=float, default=0.95,
+    p.add_argument("--confidence", type=float_in(0.5, 1, high_open=True), default=0.95,
                    help="confidence level of intervals and of the safe-point test (default 0.95)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 

@@ -17,6 +17,8 @@ import json
 import os
 import sys
 
+from simulator.options import float_in, int_in
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -32,11 +34,11 @@ def add_parser(subparsers) -> None:
                       help="knob values of --profile: START:STOP:STEP (inclusive) or a,b,c")
     what.add_argument("--ber", metavar="A:B:STEP",
                       help="i.i.d. bit error rates, (p01 + p10) / 2, e.g. 0:0.02:0.002")
-    what.add_argument("--p01-ratio", type=float, default=1.0, metavar="R",
+    what.add_argument("--p01-ratio", type=float_in(0), default=1.0, metavar="R",
                       help="p01 = R * p10 for --ber / --sensitivity (1 = symmetric)")
     what.add_argument("--sensitivity", action="store_true",
                       help="per-layer and per-bit-position sensitivity at --sensitivity-ber")
-    what.add_argument("--sensitivity-ber", type=float, default=0.01, metavar="BER",
+    what.add_argument("--sensitivity-ber", type=float_in(0, 1), default=0.01, metavar="BER",
                       help="bit error rate of the sensitivity analysis (default 0.01)")
     dep = p.add_argument_group("deployment")
     dep.add_argument("--encoding", default="offset-binary",
@@ -49,20 +51,21 @@ def add_parser(subparsers) -> None:
     dep.add_argument("--include-biases", action="store_true",
                      help="also store biases (32-bit two's complement) in the faulty memory")
     mc = p.add_argument_group("Monte Carlo")
-    mc.add_argument("--chips", type=int, default=20, help="chips per point (default 20)")
-    mc.add_argument("--seed", type=int, default=0, help="campaign seed (default 0)")
-    mc.add_argument("--ci", type=float, metavar="WIDTH",
+    mc.add_argument("--chips", type=int_in(1), default=20, help="chips per point (default 20)")
+    mc.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0,
+                    help="campaign seed (default 0)")
+    mc.add_argument("--ci", type=float_in(0, 1, low_open=True), metavar="WIDTH",
                     help="adaptive: add --chips chips until every 95%% interval is narrower "
                     "than WIDTH (accuracy, 0..1)")
-    mc.add_argument("--max-chips", type=int, help="cap for --ci (default max(10*chips, 200))")
+    mc.add_argument("--max-chips", type=int_in(1), help="cap for --ci (default max(10*chips, 200))")
     data = p.add_argument_group("data")
     data.add_argument("--dataset", help="test set (default: the checkpoint's)")
     data.add_argument("--data-dir", help="where the dataset files are")
-    data.add_argument("--limit", type=int, metavar="N", help="use the first N test images")
+    data.add_argument("--limit", type=int_in(1), metavar="N", help="use the first N test images")
     run_ = p.add_argument_group("execution and output")
     run_.add_argument("--out", default="results.db", help="SQLite results file (default "
                       "results.db); rerunning resumes")
-    run_.add_argument("--workers", type=int, default=None,
+    run_.add_argument("--workers", type=int_in(1, 1024), default=None,
                       help="local worker processes (default: all cores; 1 = in-process)")
     run_.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                       help="run on an existing Dask distributed cluster")
@@ -205,7 +208,7 @@ def run(args) -> int:
     validate_spec(spec, prof)
     for opt, v in (("--workers", args.workers), ("--limit", args.limit)):
         if v is not None and v < 1:
-            raise UserInputError(opt, None, f"must be at least 1, got {v}")
+            raise UserInputError(opt, None, f"must be at least 1, got {v}", f"pass {opt} 1 or more")
     if args.scheduler is not None and not args.scheduler.startswith(("tcp://", "tls://")):
         raise UserInputError("--scheduler", args.scheduler, "not a scheduler address",
                              "write tcp://HOST:PORT")

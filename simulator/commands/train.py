@@ -10,6 +10,13 @@ import argparse
 import json
 import sys
 
+from simulator.options import float_in, int_in
+
+# Spelled out here so that `--help` needs no torch import (a test keeps them equal to
+# models.datasets.DATASETS and models.zoo.ARCHITECTURES).
+DATASETS = ("fashion-mnist", "mnist", "svhn", "cifar10", "synthetic", "synthetic-rgb")
+ARCHITECTURES = ("mlp", "vgg3", "vgg7", "resnet18", "mobilenetv2")
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -18,37 +25,41 @@ def add_parser(subparsers) -> None:
         description=__doc__.splitlines()[0],
     )
     # Choices are spelled out here so that `--help` needs no torch import.
-    p.add_argument("--dataset", default="fashion-mnist",
+    p.add_argument("--dataset", default="fashion-mnist", choices=DATASETS,
                    help="fashion-mnist, mnist, svhn, cifar10, synthetic, synthetic-rgb")
     p.add_argument("--data-dir", default=None, help="folder with the dataset files "
                    "(also $MCELSIM_DATA; default: /usr/share/datasets/<name>)")
-    p.add_argument("--arch", default="vgg3", help="mlp, vgg3, vgg7, resnet18, mobilenetv2")
-    p.add_argument("--weight-bits", type=int, default=4, help="1 (binarized), 2, 4, 8 ...")
-    p.add_argument("--act-bits", type=int, default=8)
-    p.add_argument("--input-bits", type=int, default=8)
+    p.add_argument("--arch", default="vgg3", choices=ARCHITECTURES,
+                   help="mlp, vgg3, vgg7, resnet18, mobilenetv2")
+    p.add_argument("--weight-bits", type=int_in(1, 8), default=4, help="1 (binarized), 2, 4, 8 ...")
+    p.add_argument("--act-bits", type=int_in(1, 16), default=8, help="1 .. 16")
+    p.add_argument("--input-bits", type=int_in(1, 16), default=8, help="1 .. 16")
     p.add_argument("--granularity", default="channel", choices=("channel", "tensor"),
                    help="weight scale per output channel or per tensor")
-    p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    p.add_argument("--width", type=float_in(0, 64, low_open=True), default=1.0,
+                   help="channel width multiplier, (0, 64]")
     p.add_argument("--no-logit-scale", dest="logit_scale", action="store_false",
                    help="no learnable scale on the logits (ablation)")
     p.add_argument("--loss", default="ce", choices=("ce", "mcel", "mhl"))
-    p.add_argument("--margin", type=float, default=32.0, help="MCEL margin m (logits)")
-    p.add_argument("--logit-bound", type=float, default=100.0, help="MCEL logit bound L")
-    p.add_argument("--mhl-b", type=float, default=128.0, help="MHL margin b")
-    p.add_argument("--inject-ber", type=float, default=0.0,
+    p.add_argument("--margin", type=float_in(0), default=32.0, help="MCEL margin m (logits)")
+    p.add_argument("--logit-bound", type=float_in(0, low_open=True), default=100.0,
+                   help="MCEL logit bound L")
+    p.add_argument("--mhl-b", type=float_in(0, low_open=True), default=128.0, help="MHL margin b")
+    p.add_argument("--inject-ber", type=float_in(0, 0.5), default=0.0,
                    help="per-bit flip probability injected into the weights while training")
     p.add_argument("--inject-encoding", default="offset-binary",
                    choices=("offset-binary", "twos-complement", "sign-magnitude"),
                    help="how weight codes are stored for --inject-ber (1-bit weights: binary)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--epochs", type=int_in(1, 100_000), default=10)
+    p.add_argument("--batch-size", type=int_in(2, 1_000_000), default=128)
+    p.add_argument("--lr", type=float_in(0, low_open=True), default=1e-3)
+    p.add_argument("--weight-decay", type=float_in(0), default=0.0)
     p.add_argument("--schedule", default="cosine", choices=("cosine", "step", "none"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=None, help="train on the first N images")
-    p.add_argument("--test-limit", type=int, default=None, help="test on the first N images")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0)
+    p.add_argument("--limit", type=int_in(1), default=None, help="train on the first N images")
+    p.add_argument("--test-limit", type=int_in(1), default=None, help="test on the first N images")
+    p.add_argument("--threads", type=int_in(1, 4096), default=None,
+                   help="torch threads (default: all)")
     p.add_argument("--out", required=True, help="checkpoint to write (.ckpt, safetensors)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
