@@ -90,6 +90,9 @@ class _Pend:
 
 def import_checkpoint(path: str | os.PathLike) -> IntegerNetwork:
     """IntegerNetwork from an mcelsim checkpoint (UserInputError for a bad file)."""
+    if os.path.isdir(path):
+        raise UserInputError(path, None, "is a folder, not a checkpoint file",
+                             "pass the .ckpt file written by `mcelsim train`")
     if not os.path.isfile(path):
         raise UserInputError(path, None, "checkpoint file not found",
                              "check the path, or train one with `mcelsim train`")  # fmt: skip

@@ -121,6 +121,9 @@ def _load_models(paths: list[str]):
     from memory_models.usererror import UserInputError
 
     for path in paths:
+        if Path(path).is_dir():
+            raise UserInputError(path, None, "is a folder, not a checkpoint file",
+                                 "pass the .ckpt file written by `mcelsim train`")
         if not Path(path).is_file():
             raise UserInputError(path, None, "checkpoint file not found",
                                  "check the path, or train one with `mcelsim train`")
