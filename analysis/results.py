@@ -552,6 +552,8 @@ def load_results(path: str | PathLike[str], campaign: str | None = None) -> Resu
             campaigns.append(camp)
     except sqlite3.DatabaseError as err:
         raise UserInputError(p, None, f"cannot be read ({err})", _fix()) from None
+    except (TypeError, ValueError) as err:  # a value the schema does not allow
+        raise UserInputError(p, None, f"holds a damaged row ({err})", _fix()) from None
     finally:
         con.close()
     if not any(c.samples or c.sensitivity for c in campaigns):

@@ -35,6 +35,7 @@ from simulator.sample import _Payload, score
 from simulator.spec import (
     ENGINES,
     KINDS,
+    MAX_CHIPS,
     CampaignSpec,
     ModelEntry,
     TestSet,
@@ -277,7 +278,7 @@ def _run_chips(
     need_points = list(range(n_points))
     max_chips = spec.max_chips
     if spec.ci is not None and max_chips is None:
-        max_chips = max(10 * spec.chips, 200)
+        max_chips = min(max(10 * spec.chips, 200), MAX_CHIPS)
     n_computed = n_reused = 0
     bar = None
     if progress:

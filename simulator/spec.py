@@ -52,6 +52,7 @@ __all__ = [
 ]
 
 KINDS = ("knob", "ber", "sensitivity")
+MAX_CHIPS = 1_000_000  # chips per point: far beyond any campaign, and a bound on task lists
 # Names `CampaignSpec.engine` may take; `simulator.sample` says what each one runs.
 ENGINES = ("auto", "session", "forward")
 
@@ -269,9 +270,12 @@ def validate_spec(spec: CampaignSpec, prof: Any = None) -> None:
                              f"use one of {', '.join(KINDS)}")  # fmt: skip
     if not spec.points:
         raise UserInputError("--sweep", None, "no operating points", "give at least one")
-    if spec.chips < 1:
-        raise UserInputError("--chips", None, f"must be at least 1, got {spec.chips}",
-                             "pass --chips 1 or more")  # fmt: skip
+    if not 1 <= spec.chips <= MAX_CHIPS:
+        raise UserInputError("--chips", None, f"must be in 1..{MAX_CHIPS}, got {spec.chips}",
+                             f"pass --chips between 1 and {MAX_CHIPS}")  # fmt: skip
+    if spec.max_chips is not None and spec.max_chips > MAX_CHIPS:
+        raise UserInputError("--max-chips", None, f"must be at most {MAX_CHIPS}, got "
+                             f"{spec.max_chips}", f"pass --max-chips <= {MAX_CHIPS}")  # fmt: skip
     if spec.seed < 0:
         raise UserInputError("--seed", None, f"must be non-negative, got {spec.seed}",
                              "pass --seed 0 or more")  # fmt: skip

@@ -116,7 +116,14 @@ def now_iso() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
-def check_store_path(path: str | PathLike[str], option: str = "--out") -> bool:
+# Tables every store of schema version 1 has had from the start (later ones are added).
+CORE_TABLES = ("meta", "campaigns", "models", "profiles", "points", "samples", "margins",
+               "sensitivity")
+
+
+def check_store_path(
+    path: str | PathLike[str], option: str = "--out", *, writable: bool = True
+) -> bool:
     """Check, without writing a byte, that `path` can hold a results store: a new (or empty)
     file in a writable folder, or an mcelsim store of this schema version. Returns whether
     a store is already there. A file of another program, SQLite or not, is refused: its
@@ -124,7 +131,8 @@ def check_store_path(path: str | PathLike[str], option: str = "--out") -> bool:
     from memory_models.usererror import check_output_file
 
     p = Path(path)
-    check_output_file(p, option)
+    if writable or p.is_dir():
+        check_output_file(p, option)
     if not p.exists() or p.stat().st_size == 0:
         return False
     fix = f"pass a new file name to {option}"
@@ -152,6 +160,10 @@ def check_store_path(path: str | PathLike[str], option: str = "--out") -> bool:
     if version != SCHEMA_VERSION:
         raise UserInputError(p, "schema_version", f"is {version!r}, this mcelsim writes "
                              f"{SCHEMA_VERSION!r}", "write to a new file")  # fmt: skip
+    missing = [t for t in CORE_TABLES if t not in tables]
+    if missing:
+        raise UserInputError(p, None, f"results store lacks table {missing[0]} (damaged)",
+                             fix)  # fmt: skip
     return True
 
 
@@ -186,15 +198,24 @@ class ResultStore:
     `UserInputError` before a byte of it is written (`check_store_path`).
     """
 
-    def __init__(self, path: str | PathLike[str]) -> None:
+    def __init__(self, path: str | PathLike[str], *, readonly: bool = False) -> None:
         self.path = Path(path)
-        check_store_path(self.path)
+        existing = check_store_path(self.path, writable=not readonly)
+        if readonly:
+            if not existing:
+                raise UserInputError(self.path, None, "results store not found or empty",
+                                     "check --out")  # fmt: skip
+            self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                        timeout=30.0)  # fmt: skip
+            return
         try:
             self.conn = sqlite3.connect(str(self.path), timeout=30.0)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.executescript(SCHEMA)  # new tables of this schema version, if any
             row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if existing:
+                self._check_rows()
         except sqlite3.DatabaseError as err:
             raise UserInputError(
                 str(self.path), None, f"not an mcelsim results database ({err})",
@@ -214,6 +235,32 @@ class ResultStore:
                 str(self.path), "schema_version", f"is {row[0]!r}, this mcelsim writes "
                 f"{SCHEMA_VERSION!r}", "write to a new file",
             )
+
+    # Columns a campaign reads back when it resumes: (table, column, allowed SQLite types).
+    _TYPED = (("samples", "accuracy", "'real', 'integer'"),
+              ("samples", "point_index", "'integer'"), ("samples", "chip_index", "'integer'"),
+              ("sensitivity", "accuracy", "'real', 'integer'"),
+              ("sensitivity", "chip_index", "'integer'"),
+              ("margins", "point_index", "'integer'"), ("margins", "chip_index", "'integer'"),
+              ("clean_margins", "accuracy", "'real', 'integer'"))  # fmt: skip
+
+    def _check_rows(self) -> None:
+        """Refuse an existing store with damaged pages or rows before anything is written
+        to it (a resumed campaign would otherwise fail halfway, its first rows written)."""
+        bad = self.conn.execute("PRAGMA quick_check").fetchone()[0]
+        if bad != "ok":
+            raise self._damaged("pages", ValueError(bad))
+        for table, col, types in self._TYPED:
+            row = self.conn.execute(f"SELECT {col} FROM {table} WHERE typeof({col}) NOT IN "
+                                    f"({types}) LIMIT 1").fetchone()  # fmt: skip
+            if row is not None:
+                raise self._damaged(table, ValueError(f"{col} {row[0]!r} is not a number"))
+        for table in ("margins", "clean_margins"):
+            row = self.conn.execute(f"SELECT typeof(margins), length(margins) FROM {table} "
+                                    "WHERE typeof(margins) != 'blob' OR length(margins) % 4 "
+                                    "LIMIT 1").fetchone()  # fmt: skip
+            if row is not None:
+                raise self._damaged(table, ValueError(f"margins {row[0]} of {row[1]} bytes"))
 
     # ---- life cycle -------------------------------------------------------------------
     def close(self) -> None:
@@ -311,7 +358,10 @@ class ResultStore:
             "WHERE campaign_id=?",
             (campaign_id,),
         )
-        return {(m, int(p), int(c)): float(a) for m, p, c, a in cur}
+        try:
+            return {(m, int(p), int(c)): _real(a) for m, p, c, a in cur}
+        except (TypeError, ValueError) as err:
+            raise self._damaged("samples", err) from None
 
     def done_sensitivity(self, campaign_id: str) -> dict[tuple[str, str, str, int], float]:
         """{(model_hash, target, name, chip_index): accuracy} already stored."""
@@ -320,21 +370,36 @@ class ResultStore:
             "WHERE campaign_id=?",
             (campaign_id,),
         )
-        return {(m, t, n, int(c)): float(a) for m, t, n, c, a in cur}
+        try:
+            return {(m, t, n, int(c)): _real(a) for m, t, n, c, a in cur}
+        except (TypeError, ValueError) as err:
+            raise self._damaged("sensitivity", err) from None
 
     def done_margins(self, campaign_id: str) -> set[tuple[str, int, int]]:
         cur = self.conn.execute(
             "SELECT model_hash, point_index, chip_index FROM margins WHERE campaign_id=?",
             (campaign_id,),
         )
-        return {(m, int(p), int(c)) for m, p, c in cur}
+        try:
+            return {(m, int(p), int(c)) for m, p, c in cur}
+        except (TypeError, ValueError) as err:
+            raise self._damaged("margins", err) from None
 
     def clean_margins(self, model_hash: str, data_hash: str) -> tuple[float, np.ndarray] | None:
         row = self.conn.execute(
             "SELECT accuracy, margins FROM clean_margins WHERE model_hash=? AND data_hash=?",
             (model_hash, data_hash),
         ).fetchone()
-        return None if row is None else (float(row[0]), blob_margins(row[1]))
+        if row is None:
+            return None
+        try:
+            return _real(row[0]), blob_margins(row[1])
+        except (TypeError, ValueError) as err:
+            raise self._damaged("clean_margins", err) from None
+
+    def _damaged(self, table: str, err: Exception) -> UserInputError:
+        return UserInputError(self.path, table, f"holds a damaged row ({err})",
+                              "pass a new file name to --out (or restore the store)")
 
     def table(self, name: str, where: str = "", params: Sequence = ()) -> list[dict]:
         """All rows of a table as dicts (blobs included), ordered by the primary key."""
@@ -387,6 +452,13 @@ class ResultStore:
             _write_csv(side, cur)
             written.append(side)
         return written
+
+
+def _real(value) -> float:
+    """A stored number (REAL or INTEGER column); anything else is a damaged row."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{value!r} is not a number")
+    return float(value)
 
 
 def _write_csv(path: Path, cur: sqlite3.Cursor) -> None:

@@ -159,3 +159,12 @@ def _fixless_user_errors() -> list[str]:
 
 def test_every_user_error_names_a_fix():
     assert _fixless_user_errors() == []
+
+
+def test_chip_limit_is_the_same_in_the_parser_and_the_spec(capsys):
+    from simulator import spec
+    from simulator.commands import simulate
+
+    assert simulate.MAX_CHIPS == spec.MAX_CHIPS
+    line = exit2(["simulate", "x.ckpt", "--ber", "0.01", "--chips", "9" * 30], capsys)
+    assert "--chips" in line and "out of range" in line

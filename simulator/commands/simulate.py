@@ -19,6 +19,8 @@ import sys
 
 from simulator.options import float_in, int_in
 
+MAX_CHIPS = 1_000_000  # = simulator.spec.MAX_CHIPS (kept here: --help imports nothing heavy)
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -51,13 +53,15 @@ def add_parser(subparsers) -> None:
     dep.add_argument("--include-biases", action="store_true",
                      help="also store biases (32-bit two's complement) in the faulty memory")
     mc = p.add_argument_group("Monte Carlo")
-    mc.add_argument("--chips", type=int_in(1), default=20, help="chips per point (default 20)")
+    mc.add_argument("--chips", type=int_in(1, MAX_CHIPS), default=20,
+                    help="chips per point (default 20)")
     mc.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0,
                     help="campaign seed (default 0)")
     mc.add_argument("--ci", type=float_in(0, 1, low_open=True), metavar="WIDTH",
                     help="adaptive: add --chips chips until every 95%% interval is narrower "
                     "than WIDTH (accuracy, 0..1)")
-    mc.add_argument("--max-chips", type=int_in(1), help="cap for --ci (default max(10*chips, 200))")
+    mc.add_argument("--max-chips", type=int_in(1, MAX_CHIPS),
+                    help="cap for --ci (default max(10*chips, 200))")
     data = p.add_argument_group("data")
     data.add_argument("--dataset", help="test set (default: the checkpoint's)")
     data.add_argument("--data-dir", help="where the dataset files are")
@@ -193,8 +197,7 @@ def run(args) -> int:
                                  "pass MODEL.ckpt (or --export FILE to export --out)")
         if not os.path.isfile(args.out):
             raise UserInputError(args.out, None, "results file not found", "check --out")
-        check_store_path(args.out)
-        with ResultStore(args.out) as store:
+        with ResultStore(args.out, readonly=True) as store:
             files = store.export(args.export)
         if args.json:
             sys.stdout.write(json.dumps({"exported": [str(f) for f in files]}) + "\n")
