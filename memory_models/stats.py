@@ -25,14 +25,19 @@ import numpy as np
 from scipy import stats as _st
 
 __all__ = [
+    "INTERVALS",
     "Interval",
     "bootstrap_interval",
+    "interval",
+    "normality_rejected",
+    "paired_interval",
     "needs_more_chips",
     "paired_bootstrap_difference",
     "paired_difference",
     "row_intervals",
     "t_interval",
     "upper_bound",
+    "upper_bound_method",
     "welch_difference",
 ]
 
@@ -51,6 +56,7 @@ class Interval:
     low: float
     high: float
     confidence: float
+    method: str = "t"  # 't' (Student-t) or 'bootstrap' (BCa)
 
     @property
     def width(self) -> float:
@@ -66,7 +72,7 @@ class Interval:
         return Interval(
             self.mean * factor, self.std * abs(factor), self.n,
             min(self.low * factor, self.high * factor),
-            max(self.low * factor, self.high * factor), self.confidence,
+            max(self.low * factor, self.high * factor), self.confidence, self.method,
         )  # fmt: skip
 
     def to_dict(self) -> dict:
@@ -82,6 +88,7 @@ class Interval:
             "ci_lo": clean(self.low),
             "ci_hi": clean(self.high),
             "ci_level": self.confidence,
+            "ci_method": self.method,
         }
 
 
@@ -157,8 +164,10 @@ def row_intervals(matrix, confidence: float = 0.95) -> list[Interval]:
     return [t_interval(row, confidence) for row in m]
 
 
-def upper_bound(values, confidence: float = 0.95) -> float:
-    """One-sided upper confidence bound of the mean: mean + t_{conf, n-1} * s / sqrt(n).
+def upper_bound(values, confidence: float = 0.95, method: str = "t") -> float:
+    """One-sided upper confidence bound of the mean: mean + t_{conf, n-1} * s / sqrt(n), or
+    the upper end of a two-sided BCa bootstrap interval at level 2 conf - 1 where `method`
+    is 'bootstrap' or normality is rejected (see `upper_bound_method`).
 
     NaN with fewer than two finite values (no confidence can be claimed from one chip).
     """
@@ -166,19 +175,29 @@ def upper_bound(values, confidence: float = 0.95) -> float:
     x = _finite(values)
     if x.size < 2:
         return math.nan
+    if _method_for(x, method) == "bootstrap":
+        level = 2.0 * confidence - 1.0  # the two-sided level whose upper end is one-sided
+        return float(x.mean()) if level <= 0.0 else bootstrap_interval(x, level).high
     return float(
         x.mean() + _st.t.ppf(confidence, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
     )
 
 
-def needs_more_chips(values, width: float, confidence: float = 0.95) -> bool:
-    """Stopping rule of adaptive chips: True while the t-interval of `values` (one value per
-    chip) is at least `width` wide (full width, units of the values).
+def upper_bound_method(values, method: str = "t") -> str:
+    """Which bound `upper_bound(values, method=method)` uses: 't' or 'bootstrap'."""
+    return _method_for(values, method)
+
+
+def needs_more_chips(values, width: float, confidence: float = 0.95,
+                     method: str = "t") -> bool:  # fmt: skip
+    """Stopping rule of adaptive chips: True while the interval of `values` (one value per
+    chip; `interval`, so a bootstrap where normality is rejected) is at least `width` wide
+    (full width, units of the values).
 
     One chip bounds nothing, so it always needs more; no value at all needs none (there is
     nothing at that point to extend).
     """
-    iv = t_interval(values, confidence)
+    iv = interval(values, confidence, method)
     return iv.n == 1 or iv.width >= width
 
 
@@ -199,7 +218,8 @@ def bootstrap_interval(
         method="BCa", random_state=np.random.default_rng(seed),
     )  # fmt: skip
     ci = res.confidence_interval
-    return Interval(iv.mean, iv.std, iv.n, float(ci.low), float(ci.high), confidence)
+    return Interval(iv.mean, iv.std, iv.n, float(ci.low), float(ci.high), confidence,
+                    "bootstrap")
 
 
 def paired_bootstrap_difference(
@@ -208,3 +228,39 @@ def paired_bootstrap_difference(
     """BCa bootstrap interval of the mean per-pair difference a - b: a chip is resampled
     with both of its values (pairs where both are finite)."""
     return bootstrap_interval(_differences(a, b), confidence, n_resamples=n_resamples, seed=seed)
+
+
+# Interval methods a user can pick (`--interval`): 't' switches to the bootstrap by itself
+# where a normality test rejects the chips' values (`interval(..., "t")` reports which one
+# it used); 'bootstrap' uses it everywhere.
+INTERVALS = ("t", "bootstrap")
+NORMALITY_ALPHA = 0.05  # Shapiro-Wilk level below which chips are not treated as normal
+
+
+def normality_rejected(values, alpha: float = NORMALITY_ALPHA) -> bool:
+    """Whether a Shapiro-Wilk test rejects normality of the finite entries of `values` at
+    level `alpha` (False with fewer than 3 values or no spread: nothing to test)."""
+    x = _finite(values)
+    if x.size < 3 or float(np.ptp(x)) == 0.0:
+        return False
+    return bool(_st.shapiro(x).pvalue < alpha)
+
+
+def _method_for(x, method: str) -> str:
+    if method not in INTERVALS:
+        raise ValueError(f"interval method must be one of {INTERVALS}, got {method!r}")
+    return "bootstrap" if method == "bootstrap" or normality_rejected(x) else "t"
+
+
+def interval(values, confidence: float = 0.95, method: str = "t") -> Interval:
+    """Two-sided interval of the mean: Student-t, or BCa bootstrap when `method` is
+    'bootstrap' or when normality is rejected (heavy-tailed, bimodal chips). The result's
+    `method` says which one was used."""
+    if _method_for(values, method) == "bootstrap":
+        return bootstrap_interval(values, confidence)
+    return t_interval(values, confidence)
+
+
+def paired_interval(a, b, confidence: float = 0.95, method: str = "t") -> Interval:
+    """`interval` of the per-chip differences a - b (pairs where both are finite)."""
+    return interval(_differences(a, b), confidence, method)

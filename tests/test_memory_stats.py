@@ -165,3 +165,47 @@ def test_bootstrap_holds_its_level_where_the_t_interval_under_covers():
         hits_boot += boot.low <= true_mean <= boot.high
     assert hits_t / reps < 0.935  # measured 0.918: the symmetric interval misses low
     assert hits_boot / reps >= 0.945  # measured 0.967
+
+
+def test_t_switches_to_the_bootstrap_where_normality_is_rejected():
+    from memory_models.stats import (
+        interval,
+        normality_rejected,
+        paired_interval,
+        upper_bound_method,
+    )
+
+    bimodal = [_bimodal(np.random.default_rng(r), 40) for r in range(200)]
+    normal = [np.random.default_rng(r).normal(0.84, 0.02, 40) for r in range(200)]
+    assert np.mean([normality_rejected(x) for x in bimodal]) > 0.9
+    assert np.mean([normality_rejected(x) for x in normal]) < 0.1  # the test's 5 % level
+    x = bimodal[0]
+    assert normality_rejected(x)
+    auto, boot = interval(x), interval(x, method="bootstrap")
+    assert auto.method == boot.method == "bootstrap" and auto == bootstrap_interval(x)
+    assert interval(normal[1]).method == "t" and interval(normal[1]) == t_interval(normal[1])
+    assert interval(normal[1], method="bootstrap").method == "bootstrap"
+    assert paired_interval(x, np.zeros(40)) == bootstrap_interval(x)
+    assert upper_bound_method(x) == "bootstrap" and upper_bound_method(normal[1]) == "t"
+    # the one-sided bootstrap bound is the upper end of the 90 % two-sided interval
+    assert upper_bound(x, 0.95) == bootstrap_interval(x, 0.90).high
+    assert upper_bound(normal[1], 0.95, method="t") == upper_bound(normal[1], 0.95)
+    assert not normality_rejected([0.5, 0.5, 0.5]) and not normality_rejected([0.1, 0.9])
+    # the adaptive rule measures the bimodal chips with the bootstrap interval
+    tw, bw = t_interval(x).width, bootstrap_interval(x).width
+    width = (tw + bw) / 2
+    assert tw != bw and needs_more_chips(x, width) == (bw >= width) != (tw >= width)
+    with pytest.raises(ValueError):
+        interval(x, method="normal")
+
+
+def test_automatic_choice_holds_the_level_on_bimodal_chips():
+    """The interval `--interval t` reports (bootstrap where normality fails) covers the mean
+    of the bimodal sample about as often as asked, where the plain t-interval does not."""
+    from memory_models.stats import interval
+
+    true_mean, reps, hits = 0.84, 400, 0
+    for r in range(reps):
+        iv = interval(_bimodal(np.random.default_rng(10_000 + r), 40))
+        hits += iv.low <= true_mean <= iv.high
+    assert hits / reps >= 0.935  # t alone: about 0.92 (see the test above)
