@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib as mpl
@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 
 from analysis.results import Campaign, Results
 from analysis.safe_point import SafePoint, reference_row
-from memory_models.stats import row_intervals, t_interval
+from memory_models.stats import interval as chip_interval
 
 # Okabe & Ito (2008) colour-blind safe palette, split by loss family.
 _OKABE = {
@@ -115,16 +115,19 @@ def _title(campaign: Campaign, what: str) -> str:
         f"{campaign.encoding or '?'} encoding"
 
 
-def _summary(matrix: np.ndarray, confidence: float) -> tuple[np.ndarray, ...]:
-    ivs = row_intervals(matrix, confidence)
+def _summary(matrix: np.ndarray, confidence: float,
+             method: str = "t") -> tuple[np.ndarray, ...]:  # fmt: skip
+    ivs = [chip_interval(row, confidence, method) for row in np.asarray(matrix, np.float64)]
     mean = np.array([i.mean for i in ivs]) * 100.0
     lo = np.array([i.low for i in ivs]) * 100.0
     hi = np.array([i.high for i in ivs]) * 100.0
     return mean, lo, hi
 
 
-def _band_note(confidence: float) -> str:
-    return f"bands: {confidence:.0%} t-interval over chips"
+def _band_note(confidence: float, method: str = "t") -> str:
+    if method == "bootstrap":
+        return f"bands: {confidence:.0%} BCa bootstrap interval over chips"
+    return f"bands: {confidence:.0%} t-interval over chips (bootstrap where not normal)"
 
 
 def plot_accuracy_vs_knob(
@@ -133,6 +136,7 @@ def plot_accuracy_vs_knob(
     *,
     confidence: float = 0.95,
     safe_points: dict[str, SafePoint] | None = None,
+    interval: str = "t",
 ) -> Figure:
     """Accuracy (%) vs the profile's knob, one curve + band per model, BER on a right axis.
 
@@ -165,7 +169,7 @@ def plot_accuracy_vs_knob(
         ax.patch.set_visible(False)
         for h, s in campaign.samples.items():
             st = styles[h]
-            mean, lo, hi = _summary(s.accuracy[order], confidence)
+            mean, lo, hi = _summary(s.accuracy[order], confidence, interval)
             ax.fill_between(x, lo, hi, color=st.colour, alpha=0.2, lw=0)
             ax.plot(x, mean, color=st.colour, ls=st.linestyle, marker=st.marker, label=st.label)
             sp = (safe_points or {}).get(h)
@@ -199,7 +203,7 @@ def plot_accuracy_vs_knob(
         if ber_line is not None:
             handles.append(ber_line)
             labels.append(ber_line.get_label())
-        title = _band_note(confidence)
+        title = _band_note(confidence, interval)
         done = [sp for sp in (safe_points or {}).values() if sp.row is not None]
         if done:
             title += (f"; ★ lowest safe point: drop < {done[0].max_drop_pp:g} pp "
@@ -223,6 +227,7 @@ def plot_accuracy_vs_ber(
     *,
     confidence: float = 0.95,
     safe_points: dict[str, SafePoint] | None = None,
+    interval: str = "t",
 ) -> Figure:
     """Accuracy (%) vs bit error rate on a log x axis, one curve + band per model.
 
@@ -248,7 +253,7 @@ def plot_accuracy_vs_ber(
             ax = fig.add_subplot()
         for h, s in campaign.samples.items():
             st = styles[h]
-            mean, lo, hi = _summary(s.accuracy[pos], confidence)
+            mean, lo, hi = _summary(s.accuracy[pos], confidence, interval)
             ax.fill_between(ber[pos], lo, hi, color=st.colour, alpha=0.2, lw=0)
             ax.plot(ber[pos], mean, color=st.colour, ls=st.linestyle, marker=st.marker,
                     label=st.label)
@@ -259,7 +264,7 @@ def plot_accuracy_vs_ber(
                         mew=0.6, ls="none", zorder=5,
                         label=f"{st.label} safe to BER {ber[sp.row]:.2g}")
             if ax0 is not None:
-                m0, lo0, hi0 = _summary(s.accuracy[zero], confidence)
+                m0, lo0, hi0 = _summary(s.accuracy[zero], confidence, interval)
                 err = np.nan_to_num(np.array([[m0[0] - lo0[0]], [hi0[0] - m0[0]]]))
                 ax0.errorbar([0.0], m0, yerr=err, color=st.colour, marker=st.marker, ls="none",
                              capsize=3)
@@ -282,7 +287,7 @@ def plot_accuracy_vs_ber(
         else:
             ax.set_ylabel("test accuracy (%)")
         ax.set_title(_title(campaign, "Accuracy vs bit error rate"))
-        title = _band_note(confidence)
+        title = _band_note(confidence, interval)
         done = [sp for sp in (safe_points or {}).values() if sp.row is not None]
         if done:
             title += f"\n★ lowest safe point: drop < {done[0].max_drop_pp:g} pp"
@@ -402,7 +407,8 @@ def plot_margins(results: Results, campaign: Campaign) -> Figure | None:
 
 
 def sensitivity_summary(
-    results: Results, campaign: Campaign, target: str, confidence: float = 0.95
+    results: Results, campaign: Campaign, target: str, confidence: float = 0.95,
+    interval: str = "t",
 ) -> dict[str, dict]:
     """model_hash -> {'names', 'ber', 'drop' (list of Interval in pp), 'accuracy' (pp)}.
 
@@ -416,25 +422,26 @@ def sensitivity_summary(
             continue
         model = results.models.get(h)
         clean = model.clean_accuracy if model is not None else math.nan
-        drops = [t_interval(100.0 * (clean - a), confidence) for a in rows.accuracy]
-        accs = [t_interval(100.0 * a, confidence) for a in rows.accuracy]
+        drops = [chip_interval(100.0 * (clean - a), confidence, interval) for a in rows.accuracy]
+        accs = [chip_interval(100.0 * a, confidence, interval) for a in rows.accuracy]
         # The same reads with every layer / bit exposed: the campaign's own samples.
         s = campaign.samples.get(h)
         full = s.accuracy[0] if s is not None and len(campaign.points) else np.array([])
         out[h] = {"names": rows.names, "ber": rows.ber, "drop": drops, "accuracy": accs,
-                  "all_drop": t_interval(100.0 * (clean - full), confidence),
-                  "all_accuracy": t_interval(100.0 * full, confidence)}
+                  "all_drop": chip_interval(100.0 * (clean - full), confidence, interval),
+                  "all_accuracy": chip_interval(100.0 * full, confidence, interval)}
     return out
 
 
 def plot_sensitivity(
-    results: Results, campaign: Campaign, target: str, *, confidence: float = 0.95
+    results: Results, campaign: Campaign, target: str, *, confidence: float = 0.95,
+    interval: str = "t",
 ) -> Figure | None:
     """Grouped bars: accuracy drop (pp, vs clean) when only one layer / bit position is hit.
 
     target: 'layer' or 'bit'. Error bars: t-interval over chips. None if no rows.
     """
-    summ = sensitivity_summary(results, campaign, target, confidence)
+    summ = sensitivity_summary(results, campaign, target, confidence, interval)
     if not summ:
         return None
     names: list[str] = []
@@ -507,37 +514,67 @@ def campaign_figures(
     *,
     confidence: float = 0.95,
     safe_points: dict[str, SafePoint] | None = None,
+    interval: str = "t",
 ) -> dict[str, tuple[Figure, str]]:
     """name -> (figure, caption) for every figure that applies to this campaign."""
     out: dict[str, tuple[Figure, str]] = {}
     has_curve = bool(campaign.samples) and len(campaign.points) > 1
     is_knob = campaign.profile is not None and not campaign.profile.is_iid
+    band = _band_note(confidence, interval)
     if has_curve and is_knob:
         out["accuracy_vs_knob"] = (
             plot_accuracy_vs_knob(results, campaign, confidence=confidence,
-                                  safe_points=safe_points),
-            "Accuracy vs operating point with the bit error rate on the right axis; "
-            f"bands: {confidence:.0%} t-interval over chips; stars: lowest safe point.",
+                                  safe_points=safe_points, interval=interval),
+            f"Accuracy vs operating point with the bit error rate on the right axis; {band}; "
+            "stars: lowest safe point.",
         )
     if has_curve and np.isfinite(campaign.points.ber).any():
         out["accuracy_vs_ber"] = (
             plot_accuracy_vs_ber(results, campaign, confidence=confidence,
-                                 safe_points=safe_points),
-            "Accuracy vs bit error rate (log axis; the clean point sits left of the break); "
-            f"bands: {confidence:.0%} t-interval over chips.",
+                                 safe_points=safe_points, interval=interval),
+            f"Accuracy vs bit error rate (log axis; the clean point sits left of the break); "
+            f"{band}.",
         )
     fig = plot_margins(results, campaign)
     if fig is not None:
         out["margins"] = (fig, "Logit-margin distributions (true-class logit minus the best "
                                "other logit); negative = misclassified.")
     for target in ("layer", "bit"):
-        fig = plot_sensitivity(results, campaign, target, confidence=confidence)
+        fig = plot_sensitivity(results, campaign, target, confidence=confidence,
+                               interval=interval)
         if fig is not None:
             what = "layer" if target == "layer" else "bit position"
             out[f"sensitivity_{target}"] = (
                 fig, f"Accuracy drop vs clean when only one {what} is exposed to errors; "
-                     f"error bars: {confidence:.0%} t-interval over chips.")
+                     f"error {band.replace('bands: ', 'bars: ')}.")
     return out
+
+
+def model_groups(results: Results, campaign: Campaign) -> list[tuple[str, Campaign]]:
+    """The campaign split by the weight width of its models, as (name suffix, campaign with
+    only those models' rows); one group with an empty suffix when all widths agree.
+
+    A campaign's id does not name its models, so two runs of `simulate` with the same
+    settings on 4-bit and on 2-bit models share one campaign: their curves belong in
+    separate figures, as the report's tables keep them apart by label and width.
+    """
+    widths: dict[int | None, list[str]] = {}
+    for h in campaign.model_hashes:
+        info = results.models.get(h)
+        widths.setdefault(info.weight_bits if info is not None else None, []).append(h)
+    if len(widths) < 2:
+        return [("", campaign)]
+    groups = []
+    for bits in sorted(widths, key=lambda b: (b is None, b or 0)):
+        keep = set(widths[bits])
+        part = replace(
+            campaign,
+            samples={h: s for h, s in campaign.samples.items() if h in keep},
+            margins={k: v for k, v in campaign.margins.items() if k[0] in keep},
+            sensitivity={h: v for h, v in campaign.sensitivity.items() if h in keep},
+        )
+        groups.append((f"_{bits}bit" if bits is not None else "_unknown_bits", part))
+    return groups
 
 
 def save_figures(
@@ -547,11 +584,14 @@ def save_figures(
     fmt: str = "png",
     confidence: float = 0.95,
     safe_points: dict[str, dict[str, SafePoint]] | None = None,
+    interval: str = "t",
 ) -> list[FigureFile]:
     """Write every figure of every campaign in `results` to `out_dir` as `fmt` files.
 
-    File names: `<campaign_id>_<figure>.<fmt>`. safe_points: campaign_id -> model_hash ->
-    SafePoint, marked on the knob plots.
+    File names: `<campaign_id>_<figure>.<fmt>`, or `<campaign_id>_<figure>_<b>bit.<fmt>`
+    per weight width when a campaign holds models of several widths (`model_groups`).
+    safe_points: campaign_id -> model_hash -> SafePoint, marked on the knob plots.
+    interval: 't' or 'bootstrap' bands (`memory_models.stats.interval`).
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
@@ -559,13 +599,16 @@ def save_figures(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for camp in results.campaigns:
-        figs = campaign_figures(results, camp, confidence=confidence,
-                                safe_points=(safe_points or {}).get(camp.campaign_id))
-        for name, (fig, caption) in figs.items():
-            path = out / f"{_safe_name(camp.campaign_id)}_{name}.{fmt}"
-            with _style():
-                fig.savefig(path, format=fmt, metadata=_metadata(fmt))
-            written.append(FigureFile(camp.campaign_id, name, path, caption))
+        for suffix, part in model_groups(results, camp):
+            figs = campaign_figures(results, part, confidence=confidence, interval=interval,
+                                    safe_points=(safe_points or {}).get(camp.campaign_id))
+            for name, (fig, caption) in figs.items():
+                path = out / f"{_safe_name(camp.campaign_id)}_{name}{suffix}.{fmt}"
+                if suffix:
+                    caption = f"{suffix.strip('_').replace('bit', '-bit')} weights. {caption}"
+                with _style():
+                    fig.savefig(path, format=fmt, metadata=_metadata(fmt))
+                written.append(FigureFile(camp.campaign_id, name + suffix, path, caption))
     return written
 
 

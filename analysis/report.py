@@ -23,7 +23,7 @@ import numpy as np
 
 from analysis.results import Campaign, Results
 from analysis.safe_point import SafePoint, lowest_safe_point, reference_row
-from memory_models.stats import Interval, paired_difference, t_interval, welch_difference
+from memory_models.stats import Interval, interval, paired_interval, welch_difference
 
 REPORT_NAME = "report.html"
 JSON_NAME = "report.json"
@@ -41,6 +41,7 @@ def _interval(iv: Interval, unit: str) -> dict:
     return {
         f"mean_{unit}": _f(iv.mean), f"ci_low_{unit}": _f(iv.low), f"ci_high_{unit}": _f(iv.high),
         f"half_width_{unit}": _f(iv.half_width), f"std_{unit}": _f(iv.std), "n": iv.n,
+        "interval": iv.method,
     }
 
 
@@ -54,7 +55,8 @@ def _pair_order(results: Results, a: str, b: str) -> tuple[str, str]:
 
 
 def safe_points(
-    results: Results, campaign: Campaign, *, max_drop_pp: float = 1.0, confidence: float = 0.95
+    results: Results, campaign: Campaign, *, max_drop_pp: float = 1.0, confidence: float = 0.95,
+    interval: str = "t",
 ) -> dict[str, SafePoint]:
     """model_hash -> lowest safe point of that model in a sweep campaign ({} without one)."""
     prof = campaign.profile
@@ -67,7 +69,7 @@ def safe_points(
             campaign.points.knob, campaign.points.ber, s.accuracy,
             nominal=prof.knob_nominal, harsher=prof.knob_harsher, energy=campaign.points.energy,
             clean_accuracy=model.clean_accuracy if model is not None else math.nan,
-            max_drop_pp=max_drop_pp, confidence=confidence,
+            max_drop_pp=max_drop_pp, confidence=confidence, interval=interval,
         )
     return out
 
@@ -87,7 +89,7 @@ def _model_entry(results: Results, h: str) -> dict:
 
 
 def _campaign_summary(
-    results: Results, camp: Campaign, max_drop_pp: float, confidence: float
+    results: Results, camp: Campaign, max_drop_pp: float, confidence: float, method: str = "t"
 ) -> dict:
     labels = results.labels()
     pts = camp.points
@@ -103,7 +105,7 @@ def _campaign_summary(
         entry["reference_mean_margin"] = _f(ms[0].mean()) if ms and ms[0].size else None
         if h in camp.samples and ref is not None:
             entry["reference_accuracy"] = _interval(
-                t_interval(100.0 * camp.samples[h].accuracy[ref], confidence), "pct")
+                interval(100.0 * camp.samples[h].accuracy[ref], confidence, method), "pct")
         models.append(entry)
     points = []
     for i in range(len(pts)):
@@ -114,7 +116,7 @@ def _campaign_summary(
             "models": {},
         }
         for h, s in camp.samples.items():
-            entry = _interval(t_interval(100.0 * s.accuracy[i], confidence), "pct")
+            entry = _interval(interval(100.0 * s.accuracy[i], confidence, method), "pct")
             entry["mean_margin"] = _f(np.nanmean(s.mean_margin[i])) if np.isfinite(
                 s.mean_margin[i]).any() else None
             row["models"][labels[h]] = entry
@@ -125,7 +127,7 @@ def _campaign_summary(
         sa, sb = camp.samples[a].accuracy, camp.samples[b].accuracy
         rows = []
         for i in range(len(pts)):
-            paired = paired_difference(100.0 * sa[i], 100.0 * sb[i], confidence)
+            paired = paired_interval(100.0 * sa[i], 100.0 * sb[i], confidence, method)
             unpaired = welch_difference(100.0 * sa[i], 100.0 * sb[i], confidence)
             rows.append({
                 "point_index": int(pts.point_index[i]), "knob": _f(pts.knob[i]),
@@ -136,7 +138,7 @@ def _campaign_summary(
                       "paired_on": "chip_index (same chip seeds)", "points": rows})
     safe = []
     for h, sp in safe_points(results, camp, max_drop_pp=max_drop_pp,
-                             confidence=confidence).items():
+                             confidence=confidence, interval=method).items():
         safe.append({
             "model": labels[h], "found": sp.row is not None,
             "point_index": None if sp.row is None else int(pts.point_index[sp.row]),
@@ -145,8 +147,9 @@ def _campaign_summary(
             "energy_saving_pct": None if sp.energy_saving is None else _f(100 * sp.energy_saving),
             "reference": sp.reference, "max_drop_pp": sp.max_drop_pp,
             "confidence": sp.confidence,
+            "bound": next((c.bound for c in sp.checks if c.row == sp.row), None),
             "first_unsafe": next(({"knob": c.knob, "drop_mean_pp": _f(c.drop_mean_pp),
-                                   "drop_upper_pp": _f(c.drop_upper_pp)}
+                                   "drop_upper_pp": _f(c.drop_upper_pp), "bound": c.bound}
                                   for c in sp.checks if not c.safe), None),
         })
     sens: dict[str, list] = {}
@@ -156,16 +159,16 @@ def _campaign_summary(
         for target, rows in by_target.items():
             s = camp.samples.get(h)
             if s is not None and len(pts):  # every layer / bit at once: the samples
-                drop = t_interval(100.0 * (clean - s.accuracy[0]), confidence)
-                acc = t_interval(100.0 * s.accuracy[0], confidence)
+                drop = interval(100.0 * (clean - s.accuracy[0]), confidence, method)
+                acc = interval(100.0 * s.accuracy[0], confidence, method)
                 sens.setdefault(target, []).append({
                     "model": labels[h], "name": "(all at once)", "ber": _f(pts.ber[0]),
                     **_interval(drop, "pp"), "accuracy_mean_pct": _f(acc.mean),
                     "accuracy_half_width_pct": _f(acc.half_width),
                 })
             for k, name in enumerate(rows.names):
-                drop = t_interval(100.0 * (clean - rows.accuracy[k]), confidence)
-                acc = t_interval(100.0 * rows.accuracy[k], confidence)
+                drop = interval(100.0 * (clean - rows.accuracy[k]), confidence, method)
+                acc = interval(100.0 * rows.accuracy[k], confidence, method)
                 sens.setdefault(target, []).append({
                     "model": labels[h], "name": name, "ber": _f(rows.ber[k]),
                     **_interval(drop, "pp"), "accuracy_mean_pct": _f(acc.mean),
@@ -213,8 +216,11 @@ def _jsonable(obj):
     return obj
 
 
-def summarize(results: Results, *, max_drop_pp: float = 1.0, confidence: float = 0.95) -> dict:
-    """Everything the report shows, as JSON-ready data (NaN -> None)."""
+def summarize(results: Results, *, max_drop_pp: float = 1.0, confidence: float = 0.95,
+              interval: str = "t") -> dict:  # fmt: skip
+    """Everything the report shows, as JSON-ready data (NaN -> None). interval: 't'
+    (Student-t; BCa bootstrap where a normality test rejects the chips) or 'bootstrap';
+    every interval records the method it used ("interval")."""
     return _jsonable({
         "store": str(results.path),
         "schema_version": results.schema_version,
@@ -222,7 +228,11 @@ def summarize(results: Results, *, max_drop_pp: float = 1.0, confidence: float =
         "analysis": {
             "confidence": confidence,
             "max_drop_pp": max_drop_pp,
-            "interval": f"two-sided {confidence:.0%} Student-t interval over chips",
+            "interval": (f"two-sided {confidence:.0%} Student-t interval over chips, BCa "
+                         "bootstrap where a Shapiro-Wilk test rejects normality"
+                         if interval == "t" else
+                         f"two-sided {confidence:.0%} BCa bootstrap interval over chips"),
+            "interval_method": interval,
             "safe_rule": (
                 "lowest safe point: scanning from the nominal point towards the harsher "
                 "knob values, the last point before the first one whose one-sided "
@@ -232,7 +242,7 @@ def summarize(results: Results, *, max_drop_pp: float = 1.0, confidence: float =
             "energy_saving": "1 - E(point) / E(nominal), from the store's relative energy",
         },
         "models": [_model_entry(results, h) for h in results.models],
-        "campaigns": [_campaign_summary(results, c, max_drop_pp, confidence)
+        "campaigns": [_campaign_summary(results, c, max_drop_pp, confidence, interval)
                       for c in results.campaigns],
     })
 
@@ -260,6 +270,15 @@ def _pm(mean, half, digits: int = 2) -> str:
     if half is None:
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def _boot(entry: dict | None, key: str = "interval") -> str:
+    """A dagger after a number whose interval or bound is a BCa bootstrap."""
+    return " †" if entry and entry.get(key) == "bootstrap" else ""
+
+
+_DAGGER_NOTE = ("† BCa bootstrap (a Shapiro-Wilk test rejected normal chips, or --interval "
+                "bootstrap); unmarked: Student-t.")
 
 
 def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
@@ -384,10 +403,12 @@ def _section(c: dict, out_dir: Path, embed: bool, confidence: float) -> str:
                 _e(sp["model"]),
                 f"{_num(sp['knob'])} {_e(unit)}" if sp["found"] else
                 '<span class="flag">none harsher than the reference</span>',
-                _ber(sp["ber"]), _num(sp["drop_mean_pp"], ".2f"), _num(sp["drop_upper_pp"], ".2f"),
+                _ber(sp["ber"]), _num(sp["drop_mean_pp"], ".2f"),
+                _num(sp["drop_upper_pp"], ".2f") + _boot(sp, "bound"),
                 "–" if sp["energy_saving_pct"] is None else f"{sp['energy_saving_pct']:.1f} %",
                 "–" if fu is None else f"{_num(fu['knob'])} (upper bound "
-                                       f"{_num(fu['drop_upper_pp'], '.2f')} pp)",
+                                       f"{_num(fu['drop_upper_pp'], '.2f')} pp"
+                                       f"{_boot(fu, 'bound')})",
                 _e(sp["reference"]),
             ])
         sp0 = c["safe_points"][0]
@@ -395,7 +416,8 @@ def _section(c: dict, out_dir: Path, embed: bool, confidence: float) -> str:
             f"<h3>Lowest safe operating point (drop &lt; {sp0['max_drop_pp']:g} pp at "
             f"{sp0['confidence']:.0%} confidence)</h3>" + _table(
                 ["model", _knob_head(c), "BER", "mean drop (pp)", "upper bound of drop (pp)",
-                 "energy saved vs nominal", "first unsafe point", "reference"], srows))
+                 "energy saved vs nominal", "first unsafe point", "reference"], srows)
+            + f"<p class=note>{_DAGGER_NOTE}</p>")
 
     # Per-point accuracy.
     labels = [m["label"] for m in c["models"] if any(m["label"] in pt["models"]
@@ -408,13 +430,14 @@ def _section(c: dict, out_dir: Path, embed: bool, confidence: float) -> str:
             for lab in labels:
                 e = pt["models"].get(lab)
                 cells.append("–" if e is None else
-                             f"{_pm(e['mean_pct'], e['half_width_pct'])} <small>(n={e['n']})"
-                             "</small>")
+                             f"{_pm(e['mean_pct'], e['half_width_pct'])}{_boot(e)} "
+                             f"<small>(n={e['n']})</small>")
             prow.append(cells)
         parts.append(
-            f"<h3>Accuracy per operating point (%, mean ± {conf} t-interval half-width over "
+            f"<h3>Accuracy per operating point (%, mean ± {conf} interval half-width over "
             "chips)</h3>"
-            + _table(["#", _knob_head(c), "BER", "rel. energy"] + labels, prow, "num"))
+            + _table(["#", _knob_head(c), "BER", "rel. energy"] + labels, prow, "num")
+            + f"<p class=note>{_DAGGER_NOTE}</p>")
 
     # Paired differences.
     for pair in c["paired_differences"]:
@@ -425,7 +448,7 @@ def _section(c: dict, out_dir: Path, embed: bool, confidence: float) -> str:
             drows.append([
                 str(r["point_index"]), _num(r["knob"]), _ber(r["ber"]),
                 _pm(r["mean_pp"], r["half_width_pp"]),
-                f"[{_num(r['ci_low_pp'], '.2f')}, {_num(r['ci_high_pp'], '.2f')}]",
+                f"[{_num(r['ci_low_pp'], '.2f')}, {_num(r['ci_high_pp'], '.2f')}]{_boot(r)}",
                 _num(r["unpaired_half_width_pp"], ".2f"),
                 "–" if ratio is None else f"{ratio:.1f}×", str(r["n"]),
             ])
@@ -433,14 +456,14 @@ def _section(c: dict, out_dir: Path, embed: bool, confidence: float) -> str:
             f"<h3>Paired difference {_e(pair['a'])} − {_e(pair['b'])} (pp, same chips)</h3>"
             "<p class=note>Both models were evaluated on the same chip seeds (common random "
             "numbers); the interval is over the per-chip differences. The independent "
-            "(Welch) half-width is shown to compare.</p>"
+            f"(Welch) half-width is shown to compare. {_DAGGER_NOTE}</p>"
             + _table(["#", _knob_head(c), "BER", "mean diff ± half-width", "CI",
                       "independent half-width", "narrower by", "chips"], drows, "num"))
 
     # Sensitivity.
     for target, rows in c["sensitivity"].items():
         srows = [[_e(r["model"]), _e(r["name"]), _ber(r["ber"]),
-                  _pm(r["mean_pp"], r["half_width_pp"]),
+                  _pm(r["mean_pp"], r["half_width_pp"]) + _boot(r),
                   _pm(r["accuracy_mean_pct"], r["accuracy_half_width_pct"]), str(r["n"])]
                  for r in rows]
         what = "layer" if target == "layer" else "bit position (0 = LSB)"
@@ -494,16 +517,20 @@ def write_report(
     max_drop_pp: float = 1.0,
     confidence: float = 0.95,
     embed: bool = False,
+    interval: str = "t",
 ) -> Report:
     """Draw the figures into `out_dir` and write `report.html` and `report.json` there."""
     from analysis.plots import save_figures  # matplotlib only when figures are drawn
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    content = summarize(results, max_drop_pp=max_drop_pp, confidence=confidence)
+    content = summarize(results, max_drop_pp=max_drop_pp, confidence=confidence,
+                        interval=interval)  # fmt: skip
     sps = {c.campaign_id: safe_points(results, c, max_drop_pp=max_drop_pp,
-                                      confidence=confidence) for c in results.campaigns}
-    figs = save_figures(results, out, fmt=fmt, confidence=confidence, safe_points=sps)
+                                      confidence=confidence, interval=interval)
+           for c in results.campaigns}  # fmt: skip
+    figs = save_figures(results, out, fmt=fmt, confidence=confidence, safe_points=sps,
+                        interval=interval)  # fmt: skip
     for c in content["campaigns"]:
         c["figures"] = [
             {"name": f.name, "path": f.path.name, "caption": f.caption}

@@ -88,10 +88,19 @@ class ModelInfo:
 
     @property
     def margin(self) -> float | None:
-        """MCEL / MHL margin parameter from the metadata, if any (float logit units)."""
-        m = self._get("margin")
-        if m is None and isinstance(self.meta.get("loss"), dict):
-            m = self.meta["loss"].get("mhl_b")
+        """MCEL / MHL margin parameter from the metadata, if any (float logit units).
+
+        None for cross-entropy models: a training config records the (unused) margin
+        option of every run, and it belongs to MCEL / MHL only.
+        """
+        if self.loss == "ce":
+            return None
+        m = self.meta.get("margin")
+        loss = self.meta.get("loss")
+        if m is None and isinstance(loss, dict):
+            m = loss.get("margin") if loss.get("margin") is not None else loss.get("mhl_b")
+        if m is None and not isinstance(loss, dict):  # flat metadata of other writers
+            m = self._get("margin")
         try:
             return None if m is None else float(m)
         except (TypeError, ValueError):

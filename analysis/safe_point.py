@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from memory_models.stats import upper_bound
+from memory_models.stats import upper_bound, upper_bound_method
 
 
 def reference_row(knob, ber, nominal: float) -> int | None:
@@ -37,6 +37,7 @@ class PointCheck:
     drop_upper_pp: float  # one-sided upper confidence bound of the paired drop
     n: int
     safe: bool
+    bound: str = "t"  # how drop_upper_pp was bounded: 't' or 'bootstrap' (BCa)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ def lowest_safe_point(
     clean_accuracy: float = math.nan,
     max_drop_pp: float = 1.0,
     confidence: float = 0.95,
+    interval: str = "t",
 ) -> SafePoint:
     """Harshest operating point whose accuracy drop stays below `max_drop_pp` at `confidence`.
 
@@ -87,6 +89,8 @@ def lowest_safe_point(
     the last point before the first unsafe one, so an isolated lucky point further out is
     not reported. energy: (n_points,) relative energy per access; the saving is
     1 - E(point) / E(nominal point), with E(nominal) = 1 when the grid lacks it.
+    interval: 't' bounds the drop with Student-t, or with the BCa bootstrap where a
+    normality test rejects the per-chip drops; 'bootstrap' always uses the bootstrap.
     """
     if harsher not in ("lower", "higher"):
         raise ValueError(f"harsher must be 'lower' or 'higher', got {harsher!r}")
@@ -119,10 +123,11 @@ def lowest_safe_point(
     for i in order:
         drops = 100.0 * (ref_acc - acc[i])
         ok = np.isfinite(drops)
-        up = upper_bound(drops, confidence)
+        up = upper_bound(drops, confidence, method=interval)
         mean = float(drops[ok].mean()) if ok.any() else math.nan
         safe = math.isfinite(up) and up < max_drop_pp
-        checks.append(PointCheck(i, float(knob[i]), mean, up, int(ok.sum()), safe))
+        checks.append(PointCheck(i, float(knob[i]), mean, up, int(ok.sum()), safe,
+                                 upper_bound_method(drops, interval)))  # fmt: skip
         if not safe:
             break
         best = checks[-1]

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 import memory_models as mm
-from memory_models.stats import needs_more_chips, paired_difference, t_interval
+from memory_models.stats import interval, needs_more_chips, paired_interval
 from memory_models.usererror import UserInputError
 from simulator.deployment import DeployedNetwork, deploy
 from simulator.executors import open_executor, worker_threads
@@ -156,13 +156,14 @@ def run_campaign(
             executor.close()
 
     labels = {e.model_hash: e.label for e in entries}
-    summary, paired = _summaries(hashes, labels, points, chips_per_point, stored)
+    summary, paired = _summaries(hashes, labels, points, chips_per_point, stored, spec.interval)
     sens = []
     if spec.kind == "sensitivity":
         n = chips_per_point[0]
         for h in hashes:
             for t, nm in stored.targets[h]:
-                s = t_interval([stored.sensitivity.get((h, t, nm, c), math.nan) for c in range(n)])
+                s = interval([stored.sensitivity.get((h, t, nm, c), math.nan)
+                              for c in range(n)], method=spec.interval)  # fmt: skip
                 sens.append({"model_hash": h, "label": labels[h], "target": t, "name": nm,
                              "ber": points[0]["ber"], **s.to_dict()})  # fmt: skip
     models_out = [{"model_hash": h, "label": labels[h], "clean_accuracy": clean[h][0],
@@ -320,8 +321,8 @@ def _run_chips(
                 break
             wide = [
                 p for p in range(n_points)
-                if any(needs_more_chips(stored.accuracies(h, p, chips_per_point[p]), spec.ci)
-                       for h in hashes)
+                if any(needs_more_chips(stored.accuracies(h, p, chips_per_point[p]), spec.ci,
+                                        method=spec.interval) for h in hashes)
             ]  # fmt: skip
             if not wide or target_chips >= max_chips:
                 break
@@ -334,14 +335,15 @@ def _run_chips(
 
 
 def _summaries(hashes: list[str], labels: dict[str, str], points: list[dict],
-               chips_per_point: list[int], stored: _Stored) -> tuple[list[dict], list[dict]]:
-    """Per (model, point) t-intervals of accuracy, and per (pair of models, point) paired
-    differences a - b over the same chips."""
+               chips_per_point: list[int], stored: _Stored,
+               method: str = "t") -> tuple[list[dict], list[dict]]:  # fmt: skip
+    """Per (model, point) intervals of accuracy, and per (pair of models, point) paired
+    differences a - b over the same chips (`memory_models.stats.interval` with `method`)."""
     summary = []
     for h in hashes:
         for row in points:
             p = row["point_index"]
-            s = t_interval(stored.accuracies(h, p, chips_per_point[p]))
+            s = interval(stored.accuracies(h, p, chips_per_point[p]), method=method)
             summary.append({"model_hash": h, "label": labels[h], "point_index": p,
                             "knob": row["knob"], "ber": row["ber"], **s.to_dict()})  # fmt: skip
     paired = []
@@ -350,7 +352,8 @@ def _summaries(hashes: list[str], labels: dict[str, str], points: list[dict],
             for row in points:
                 p = row["point_index"]
                 n = chips_per_point[p]
-                s = paired_difference(stored.accuracies(a, p, n), stored.accuracies(b, p, n))
+                s = paired_interval(stored.accuracies(a, p, n), stored.accuracies(b, p, n),
+                                    method=method)  # fmt: skip
                 paired.append({"a": labels[a], "b": labels[b], "a_hash": a, "b_hash": b,
                                "point_index": p, "knob": row["knob"], **s.to_dict()})  # fmt: skip
     return summary, paired

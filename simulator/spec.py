@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from memory_models.stats import INTERVALS
 from memory_models.usererror import UserInputError
 from simulator.store import mcelsim_version
 
@@ -86,6 +87,7 @@ class CampaignSpec:
     max_chips: int | None = None
     engine: str = "auto"
     margins_chips: int = 1
+    interval: str = "t"  # 't' (bootstrap where normality fails) or 'bootstrap' everywhere
 
 
 @dataclass
@@ -285,6 +287,9 @@ def validate_spec(spec: CampaignSpec, prof: Any = None) -> None:
     if spec.max_chips is not None and spec.max_chips < spec.chips:
         raise UserInputError("--max-chips", None, f"{spec.max_chips} is below --chips "
                              f"{spec.chips}", "raise --max-chips")  # fmt: skip
+    if spec.interval not in INTERVALS:
+        raise UserInputError("--interval", None, f"unknown interval {spec.interval!r}",
+                             f"use one of {', '.join(INTERVALS)}")  # fmt: skip
     if spec.engine not in ENGINES:
         raise UserInputError("campaign", "engine", f"unknown engine {spec.engine!r}",
                              f"use one of {', '.join(ENGINES)}")  # fmt: skip

@@ -115,7 +115,7 @@ def test_ber_sensitivity_and_export(tmp_path, ckpt, capsys):
     (["--profile", "sram-14nm", "--sweep", "0.5:0.9:0.1"], "outside profile"),
     (["--sweep", "0.8:0.9:0.05"], "needs a memory profile"),
     ([], "exactly one of"),
-    (["--ber", "0.01", "--chips", "abc"], "invalid int"),
+    (["--ber", "0.01", "--chips", "abc"], "is not an integer"),
     (["--ber", "0.01", "--dataset", "mnist", "--data-dir", "/nonexistent"], "not found"),
     (["--ber", "0.01", "--protect", "layer:nope"], "no layer named"),
     (["--ber", "0.01", "--scheduler", "localhost:1"], "tcp://"),

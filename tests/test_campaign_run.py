@@ -210,7 +210,7 @@ def test_sensitivity_is_flipping_only_that_layer_or_bit(tmp_path, models, test_s
     (CampaignSpec(kind="knob", profile="no-such-profile", points=(0.9,)), "no-such-profile"),
     (CampaignSpec(kind="ber", points=(0.7,), p01_ratio=0.0), "BER 0.7"),
     (CampaignSpec(kind="ber", points=(-0.1,)), "BER -0.1"),
-    (CampaignSpec(kind="ber", points=(0.1,), chips=0), "at least 1"),
+    (CampaignSpec(kind="ber", points=(0.1,), chips=0), "must be in 1.."),
     (CampaignSpec(kind="ber", points=(0.1,), protect=("layer:zz",)), "no layer named"),
 ])
 def test_bad_settings_are_user_errors(tmp_path, models, test_set, spec, match):

@@ -168,3 +168,21 @@ def test_chip_limit_is_the_same_in_the_parser_and_the_spec(capsys):
     assert simulate.MAX_CHIPS == spec.MAX_CHIPS
     line = exit2(["simulate", "x.ckpt", "--ber", "0.01", "--chips", "9" * 30], capsys)
     assert "--chips" in line and "out of range" in line
+
+
+def test_simulate_interval_option(ckpt, tmp_path, capsys):
+    import json
+
+    db = tmp_path / "r.db"
+    base = ["simulate", str(ckpt), "--ber", "0.2", "--chips", "6", "--limit", "64",
+            "--workers", "1", "--quiet", "--out", str(db), "--json"]
+    assert main(base) == 0
+    auto = json.loads(capsys.readouterr().out)
+    assert main([*base, "--interval", "bootstrap"]) == 0
+    boot = json.loads(capsys.readouterr().out)
+    assert boot["n_reused"] == 6 and boot["n_computed"] == 0  # same campaign, same samples
+    a, b = auto["summary"][0], boot["summary"][0]
+    assert a["mean"] == b["mean"] and b["ci_method"] == "bootstrap"
+    assert a["ci_method"] in ("t", "bootstrap")
+    assert main([*base[:-1], "--interval", "bootstrap"]) == 0
+    assert "boot" in capsys.readouterr().out

@@ -30,6 +30,9 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                         "percentage points, at the chosen confidence (default 1.0)")
     p.add_argument("--confidence", type=float_in(0.5, 1, high_open=True), default=0.95,
                    help="confidence level of intervals and of the safe-point test (default 0.95)")
+    p.add_argument("--interval", default="t", choices=("t", "bootstrap"),
+                   help="intervals over chips: t (Student-t; BCa bootstrap where a normality "
+                        "test rejects the chips, default) or bootstrap (BCa everywhere)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -79,9 +82,10 @@ def run(args: argparse.Namespace) -> int:
     results = load(args)
     out = prepare_out(args, "plots")
     sps = {c.campaign_id: safe_points(results, c, max_drop_pp=args.max_drop,
-                                      confidence=args.confidence) for c in results.campaigns}
+                                      confidence=args.confidence, interval=args.interval)
+           for c in results.campaigns}  # fmt: skip
     figs = save_figures(results, out, fmt=args.fmt, confidence=args.confidence,
-                        safe_points=sps)
+                        safe_points=sps, interval=args.interval)  # fmt: skip
     labels = results.labels()
     if args.json:
         payload = {
@@ -91,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
             "safe_points": [
                 {"campaign_id": cid, "model": labels[h], "knob": sp.knob, "ber": sp.ber,
                  "drop_upper_pp": sp.drop_upper_pp,
+                 "bound": next((c.bound for c in sp.checks if c.row == sp.row), None),
                  "energy_saving_pct": None if sp.energy_saving is None
                  else 100.0 * sp.energy_saving}
                 for cid, by_model in sps.items() for h, sp in by_model.items()

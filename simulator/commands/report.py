@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     results = load(args)
     out = prepare_out(args, "report")
     rep = write_report(results, out, fmt=args.fmt, max_drop_pp=args.max_drop,
-                       confidence=args.confidence, embed=args.embed)
+                       confidence=args.confidence, embed=args.embed, interval=args.interval)
     if args.json:
         payload = dict(rep.content)
         payload["html"] = str(rep.html_path)

@@ -60,6 +60,10 @@ def add_parser(subparsers) -> None:
     mc.add_argument("--ci", type=float_in(0, 1, low_open=True), metavar="WIDTH",
                     help="adaptive: add --chips chips until every 95%% interval is narrower "
                     "than WIDTH (accuracy, 0..1)")
+    mc.add_argument("--interval", default="t", choices=("t", "bootstrap"),
+                    help="confidence intervals over chips: t (Student-t; BCa bootstrap where a "
+                    "normality test rejects the chips, default) or bootstrap (BCa everywhere); "
+                    "also what --ci measures")
     mc.add_argument("--max-chips", type=int_in(1, MAX_CHIPS),
                     help="cap for --ci (default max(10*chips, 200))")
     data = p.add_argument_group("data")
@@ -97,7 +101,7 @@ def _spec_from_args(args):
     common = dict(chips=args.chips, seed=args.seed, encoding=args.encoding, layout=args.layout,
                   protect=protect, include_biases=args.include_biases, ci=args.ci,
                   max_chips=args.max_chips, p01_ratio=args.p01_ratio,
-                  engine=args.engine)  # fmt: skip
+                  engine=args.engine, interval=args.interval)  # fmt: skip
     if args.sweep is not None:
         if not args.profile:
             raise UserInputError("--sweep", None, "needs a memory profile",
@@ -167,6 +171,8 @@ def _print_summary(res, out) -> None:
     for s in res.summary:
         at = f"{s['knob']:>10.4g} {s['ber']:>10.3g}" if res.kind == "knob" else f"{s['ber']:>10.3g}"
         w(f"{s['label'][:20]:<20} {at} {s['n']:>5} {_f(s['mean'])} {_f(s['std'])} {_ci(s)}\n")
+    w("95% CI: t = Student-t, boot = BCa bootstrap (--interval bootstrap, or where a "
+      "Shapiro-Wilk test rejects normal chips)\n")
     if res.paired:
         w("paired difference (same chips), a - b:\n")
         for s in res.paired:
@@ -180,8 +186,9 @@ def _f(v) -> str:
 
 def _ci(s) -> str:
     if s["ci_lo"] is None:
-        return f"{'-':>17}"
-    return f"[{s['ci_lo']:.4f}, {s['ci_hi']:.4f}]"
+        return f"{'-':>17}     "
+    mark = " boot" if s.get("ci_method") == "bootstrap" else " t   "
+    return f"[{s['ci_lo']:.4f}, {s['ci_hi']:.4f}]{mark}"
 
 
 def run(args) -> int:
