@@ -46,7 +46,7 @@ SIM = ["--ber", "0.01", "--limit", "16", "--workers", "1", "--quiet"]
 
 
 @pytest.mark.parametrize(("args", "needle"), [
-    (["--chips", "0"], "--chips: 0 is out of range; fix: pass an integer >= 1"),
+    (["--chips", "0"], "--chips: 0 is out of range; fix: pass an integer in [1, 1000000]"),
     (["--chips", "2.5"], "--chips: '2.5' is not an integer"),
     (["--seed", "-1"], "--seed: -1 is out of range"),
     (["--p01-ratio", "-1"], "--p01-ratio: -1 is out of range"),
