@@ -14,3 +14,18 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    """A 4-bit MLP (width 1/32) checkpoint naming the synthetic dataset, as a path."""
+    import torch
+
+    from models.checkpoint import save_checkpoint
+    from models.zoo import build_model
+
+    torch.manual_seed(0)
+    model = build_model("mlp", width=1 / 32, weight_bits=4).eval()
+    path = tmp_path_factory.mktemp("tiny") / "tiny.ckpt"
+    save_checkpoint(path, model, {"dataset": {"name": "synthetic"}, "loss": "ce"})
+    return path

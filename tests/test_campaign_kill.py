@@ -20,18 +20,8 @@ pytestmark = pytest.mark.xdist_group("campaign_kill")
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    import torch
-
-    from models.checkpoint import save_checkpoint
-    from models.zoo import build_model
-
-    torch.manual_seed(0)
-    model = build_model("mlp", width=1 / 32, weight_bits=4)
-    model.eval()
-    path = tmp_path_factory.mktemp("kill") / "tiny.ckpt"
-    save_checkpoint(path, model, {"dataset": {"name": "synthetic"}})
-    return path
+def ckpt(tiny_ckpt):
+    return tiny_ckpt
 
 
 def _count(db) -> int:

@@ -15,17 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    import torch
-
-    from models.checkpoint import save_checkpoint
-    from models.zoo import build_model
-
-    torch.manual_seed(0)
-    model = build_model("mlp", width=1 / 32, weight_bits=4).eval()
-    path = tmp_path_factory.mktemp("inputs") / "tiny.ckpt"
-    save_checkpoint(path, model, {"dataset": {"name": "synthetic"}, "loss": "ce"})
-    return path
+def ckpt(tiny_ckpt):
+    return tiny_ckpt
 
 
 def exit2(argv: list[str], capsys) -> str:
