@@ -74,6 +74,7 @@ def lowest_safe_point(
     clean_accuracy: float = math.nan,
     max_drop_pp: float = 1.0,
     confidence: float = 0.95,
+    overhead: float = 1.0,
 ) -> SafePoint:
     """Harshest operating point whose accuracy drop stays below `max_drop_pp` at `confidence`.
 
@@ -87,6 +88,9 @@ def lowest_safe_point(
     the last point before the first unsafe one, so an isolated lucky point further out is
     not reported. energy: (n_points,) relative energy per access; the saving is
     1 - E(point) / E(nominal point), with E(nominal) = 1 when the grid lacks it.
+    overhead: cells stored per data cell (a protection code's check cells); the energy of
+    the point scales with it, so the saving is net of the code against the unprotected
+    memory at nominal: 1 - overhead * E(point) / E(nominal point).
     """
     if harsher not in ("lower", "higher"):
         raise ValueError(f"harsher must be 'lower' or 'higher', got {harsher!r}")
@@ -135,7 +139,7 @@ def lowest_safe_point(
     if nom.size and np.isfinite(energy[nom[0]]) and energy[nom[0]] > 0:
         e_nom = float(energy[nom[0]])
     e = energy[best.row]
-    saving = float(1.0 - e / e_nom) if np.isfinite(e) else None
+    saving = float(1.0 - overhead * e / e_nom) if np.isfinite(e) else None
     return SafePoint(
         best.row, best.knob, float(ber[best.row]), best.drop_mean_pp, best.drop_upper_pp,
         saving, max_drop_pp, confidence, reference, tuple(checks),

@@ -125,10 +125,12 @@ def run_campaign(
         if e.model_hash not in deployed:
             deployed[e.model_hash] = deploy(
                 e.net, encoding=spec.encoding, layout=spec.layout, protect=spec.protect,
-                include_biases=spec.include_biases, profile=prof,
+                include_biases=spec.include_biases, profile=prof, protection=spec.protection,
             )  # fmt: skip
     hashes = list(deployed)
     _register(store, cid, spec, config, prof_row, points, test)
+    store.add_cells([{"campaign_id": cid, "model_hash": h, "data_cells": d.cells["data"],
+                      "check_cells": d.cells["check"]} for h, d in deployed.items()])
     stored = _Stored.load(store, cid, spec, {h: deployed[h].sensitivity_targets() for h in hashes})
 
     payload = _Payload(cid + ":" + test.digest, spec, prof, points, deployed, test.images,

@@ -46,6 +46,10 @@ def add_parser(subparsers) -> None:
     dep.add_argument("--protect", action="append", default=[], metavar="WHAT",
                      help="keep in reliable memory: layer:<name>, first, last, bit:msb, "
                      "bit:<j> (comma list or repeated)")
+    dep.add_argument("--protection", default="none", metavar="SCHEME",
+                     help="code stored with the data in the faulty memory: none, "
+                     "secded-72-64, secded-39-32, secded-137-128, parity, msb-dup, msb-tmr; "
+                     "options ,interleave=D ,double=keep|zero ,word=W ,bits=M ,layers=A+B")
     dep.add_argument("--include-biases", action="store_true",
                      help="also store biases (32-bit two's complement) in the faulty memory")
     mc = p.add_argument_group("Monte Carlo")
@@ -76,6 +80,7 @@ def add_parser(subparsers) -> None:
 
 
 def _spec_from_args(args):
+    from memory_models.protection import parse_protection
     from memory_models.usererror import UserInputError
     from simulator.campaign import CampaignSpec, parse_sweep
 
@@ -90,7 +95,8 @@ def _spec_from_args(args):
     common = dict(chips=args.chips, seed=args.seed, encoding=args.encoding, layout=args.layout,
                   protect=protect, include_biases=args.include_biases, ci=args.ci,
                   max_chips=args.max_chips, p01_ratio=args.p01_ratio,
-                  engine=args.engine)  # fmt: skip
+                  engine=args.engine,
+                  protection=parse_protection(args.protection).key)  # fmt: skip
     if args.sweep is not None:
         if not args.profile:
             raise UserInputError("--sweep", None, "needs a memory profile",
