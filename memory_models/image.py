@@ -157,7 +157,6 @@ def _apply_coded(codes: np.ndarray, region: Region, lists: tuple[np.ndarray, ...
     idx, new, ecc = read_coded(codes, region.code, region.zero_code, region.start, lists)
     counts = dict.fromkeys(COUNT_KEYS, 0)
     counts.update(ecc)
-    counts["faults"] = len(np.unique(np.concatenate(lists))) if any(a.size for a in lists) else 0
     if idx.size:
         old = codes[idx].astype(np.int64)
         nw = new.astype(np.int64)

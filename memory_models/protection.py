@@ -248,9 +248,10 @@ def _stored_word(codes, w, bits, slots, k, n, kind, hpos, src, buf):
 
 
 @numba.njit(**NJIT)
-def _decode_word(read, k, n, kind, hpos, src, copies, bits, slots, drop):
+def _decode_word(read, k, n, kind, hpos, cell_at, src, copies, bits, slots, drop):
     """Decode one read code word in place (data cells 0..k-1 corrected); drop[s] = 1 for the
-    slots the decoder zeroes or flags. Returns 0 clean / corrected, 1 detected."""
+    slots the decoder zeroes or flags; cell_at: Hamming position -> cell. Returns 0 clean
+    or corrected, 1 detected."""
     for s in range(slots):
         drop[s] = 0
     if kind == KIND_SECDED:
@@ -265,10 +266,9 @@ def _decode_word(read, k, n, kind, hpos, src, copies, bits, slots, drop):
         if par == 1:
             if syn == 0:
                 return 0  # the overall parity cell itself
-            for i in range(n):
-                if hpos[i] == syn and i != n - 1:
-                    read[i] ^= 1  # single error at position syn: corrected
-                    return 0
+            if syn < n:  # positions 1..n-1 all exist: single error at position syn
+                read[cell_at[syn]] ^= 1
+                return 0
             for s in range(slots):  # syndrome beyond the shortened code: 3+ errors
                 drop[s] = 1
             return 1
@@ -302,6 +302,10 @@ def _decode_word(read, k, n, kind, hpos, src, copies, bits, slots, drop):
 @numba.njit(**NJIT)
 def _decode_region(codes, bits, slots, k, n, kind, hpos, src, copies, zero_double, zero_code,
                    has_zero, word, cell, flags, out_idx, out_new, counts):
+    cell_at = np.zeros(n, np.int64)  # Hamming position -> cell (SEC-DED)
+    if kind == KIND_SECDED:
+        for i in range(n):
+            cell_at[hpos[i]] = i
     """Read every faulty code word of a region through its decoder.
 
     word / cell / flags: one entry per faulty cell, sorted by (word, cell); flags bit 0 =
@@ -345,7 +349,7 @@ def _decode_region(codes, bits, slots, k, n, kind, hpos, src, copies, zero_doubl
         if not differs:
             continue
         counts[0] += 1
-        det = _decode_word(read, k, n, kind, hpos, src, copies, bits, slots, drop)
+        det = _decode_word(read, k, n, kind, hpos, cell_at, src, copies, bits, slots, drop)
         wrong = False
         for s in range(slots):
             q = w * slots + s
@@ -396,7 +400,8 @@ def coded_span(n_codes: int, code: Code) -> int:
 def read_coded(codes: np.ndarray, code: Code, zero_code: int | None, lo: int,
                fault_lists: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, dict]:
     """Decode a coded region [lo, lo + span) under sorted global fault lists (f01, f10,
-    s0, s1 inside the region). Returns (idx, new codes, ECC counts)."""
+    s0, s1 inside the region). Returns (idx, new codes, ECC counts and `faults`, the number
+    of faulty cells)."""
     offs, fl = [], []
     for bit, a in enumerate(fault_lists):
         if a.size:
@@ -404,11 +409,13 @@ def read_coded(codes: np.ndarray, code: Code, zero_code: int | None, lo: int,
             fl.append(np.full(a.size, 1 << bit, np.int64))
     counts = np.zeros(4, np.int64)
     if not offs:
-        return np.zeros(0, np.int64), np.zeros(0, codes.dtype), dict.fromkeys(ECC_COUNT_KEYS, 0)
+        return (np.zeros(0, np.int64), np.zeros(0, codes.dtype),
+                dict.fromkeys(ECC_COUNT_KEYS, 0) | {"faults": 0})
     off = np.concatenate(offs)
     flags = np.concatenate(fl)
     word, cell = locate(off, code.n, code.interleave)
-    order = np.lexsort((cell, word))
+    # sorted runs of one key (timsort merges them; with D = 1 the key is the offset)
+    order = np.argsort(word * code.n + cell, kind="stable")
     word, cell, flags = word[order], cell[order], flags[order]
     # a cell in several lists: one entry with the flags OR-ed (the kernel applies priority)
     first = np.ones(word.size, bool)
@@ -416,7 +423,7 @@ def read_coded(codes: np.ndarray, code: Code, zero_code: int | None, lo: int,
     starts = np.flatnonzero(first)
     flags = np.bitwise_or.reduceat(flags, starts)
     word, cell = word[starts], cell[starts]
-    n_words = np.unique(word).size
+    n_words = 1 + int(np.count_nonzero(word[1:] != word[:-1]))
     cap = n_words * code.slots
     out_idx = np.empty(cap, np.int64)
     out_new = np.empty(cap, np.int64)
@@ -426,4 +433,4 @@ def read_coded(codes: np.ndarray, code: Code, zero_code: int | None, lo: int,
                        np.int64(0 if zero_code is None else zero_code), zero_code is not None,
                        word, cell, flags, out_idx, out_new, counts)
     return (out_idx[:o], out_new[:o].astype(codes.dtype),
-            dict(zip(ECC_COUNT_KEYS, (int(x) for x in counts))))
+            dict(zip(ECC_COUNT_KEYS, (int(x) for x in counts))) | {"faults": int(word.size)})
