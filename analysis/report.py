@@ -404,7 +404,8 @@ def _section(c: dict, out_dir: Path, embed: bool, confidence: float) -> str:
             f"<h3>Lowest safe operating point (drop &lt; {sp0['max_drop_pp']:g} pp at "
             f"{sp0['confidence']:.0%} confidence)</h3>" + _table(
                 ["model", _knob_head(c), "BER", "mean drop (pp)", "upper bound of drop (pp)",
-                 "energy saved vs nominal", "first unsafe point", "reference"], srows))
+                 "energy saved vs nominal (net of check cells)", "first unsafe point",
+                 "reference"], srows))
 
     # Per-point accuracy.
     labels = [m["label"] for m in c["models"] if any(m["label"] in pt["models"]

@@ -10,7 +10,7 @@
           markdown (lowest safe point, net energy saved, accuracy per point).
 
     .venv/bin/python benchmarks/bench_protection.py cost --reads 5 --images 2000
-    .venv/bin/python benchmarks/bench_protection.py table --chips 20 --limit 2000 --workers 2
+    .venv/bin/python benchmarks/bench_protection.py table --chips 20 --limit 200 --workers 2
 
 Checkpoints: runs/vgg3-ce-4b.ckpt and runs/vgg3-mcel-4b.ckpt (benchmarks/results_mcel.md).
 """
@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_campaign import CKPTS, MCELSIM, ROOT, cpu_info  # noqa: E402
 
-PROFILES = (("sram-14nm", "0.80:1.00:0.025"),
+PROFILES = (("sram-14nm", "0.825:1.00:0.025"),
             ("dram-voltage-b", "1.025,1.05,1.075,1.1,1.15,1.2,1.25,1.3,1.35"))
 CODES = ("none", "secded-72-64", "msb-tmr")
 

@@ -164,7 +164,9 @@ def run_campaign(
                 sens.append({"model_hash": h, "label": labels[h], "target": t, "name": nm,
                              "ber": points[0]["ber"], **s.to_dict()})  # fmt: skip
     models_out = [{"model_hash": h, "label": labels[h], "clean_accuracy": clean[h][0],
-                   "clean_mean_margin": clean[h][1], "n_bits": deployed[h].n_bits}
+                   "clean_mean_margin": clean[h][1], "n_bits": deployed[h].n_bits,
+                   "data_cells": deployed[h].cells["data"],
+                   "check_cells": deployed[h].cells["check"]}
                   for h in hashes]  # fmt: skip
     return CampaignResult(
         campaign_id=cid, kind=spec.kind, points=points, models=models_out,

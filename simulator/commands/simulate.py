@@ -151,7 +151,9 @@ def _print_summary(res, out) -> None:
       f"{res.n_reused} reused\n")
     for m in res.models:
         w(f"  {m['label']} [{m['model_hash']}]: clean accuracy {m['clean_accuracy']:.4f}, "
-          f"mean margin {m['clean_mean_margin']:.3f}, {m['n_bits']} bits in memory\n")
+          f"mean margin {m['clean_mean_margin']:.3f}, {m['n_bits']} bits in memory"
+          + (f" ({m['check_cells']} of them check cells)" if m.get("check_cells") else "")
+          + "\n")
     if res.kind == "sensitivity":
         w(f"{'model':<20} {'target':<6} {'name':<20} {'chips':>5} {'acc':>7} {'95% CI':>17}\n")
         for s in res.sensitivity:
