@@ -17,7 +17,9 @@ holds a faulty cell (O(faulty words)); the other words are read as stored.
 | `msb-tmr`        | w   | w + 2m*slots  | top m bits stored three times; majority vote          |
 
 (w = `word=` option, default the profile's word width or 64; m = `bits=`, default 1; slots
-= weights per data word.) Options, comma-separated after the name: `interleave=D` (D code
+= weights per data word.) The coded array is widened (`coded_profile`): a row holds the
+data array's words per row (rounded up to a multiple of D) as whole code words.
+Options, comma-separated after the name: `interleave=D` (D code
 words interleaved bit by bit: bit i of word j of a group sits at cell i*D + j, so a burst
 of adjacent failing cells is split across D words), `double=keep|zero` (SEC-DED: what a
 detected uncorrectable word reads as: its data as read, or zero weights), `word=W`,
@@ -375,6 +377,20 @@ def _decode_region(codes, bits, slots, k, n, kind, hpos, src, copies, zero_doubl
         else:
             counts[1] += 1
     return o
+
+
+def coded_profile(profile, code: Code):
+    """The profile of the array that stores `code`: as wide as its data array's words per
+    row (at least one, rounded up to a multiple of the interleaving degree D) times n
+    cells, so that every code word lies in one row and each of its cells in its own
+    column (weak columns, polarity stripes), as in an ECC array with column interleaving."""
+    import dataclasses
+
+    org = profile.organization
+    per_row = max(1, org.columns // code.k)
+    per_row = -(-per_row // code.interleave) * code.interleave
+    wide = dataclasses.replace(org, columns=per_row * code.n)
+    return dataclasses.replace(profile, organization=wide)
 
 
 def locate(off: np.ndarray, n: int, d: int) -> tuple[np.ndarray, np.ndarray]:

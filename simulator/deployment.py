@@ -27,7 +27,8 @@ Codes (`protection=`, `memory_models.protection`): "secded-72-64[,interleave=D]"
 option, weights and biases) become code words whose check cells sit in the same faulty
 memory, after the data cells; reads run the decoder, and a weight the decoder zeroes reads
 the value 0 (1-bit binarized weights, which have no 0, keep the data as read). Code words
-lie back to back in the profile's rows. `cells` counts the data and check cells; a read's
+lie in the rows of a widened array (`chip_profile`: build chips with it), whole code words
+per row, one column per cell. `cells` counts the data and check cells; a read's
 counts add the decoder's `words_in_error`, `corrected`, `detected`, `silent`.
 Counts of one read (`ReadResult.counts`):
   faults            faulty cells in the image at this read (`MemoryImage.read` counts: a
@@ -48,7 +49,13 @@ from typing import Any
 import numpy as np
 
 import memory_models as mm
-from memory_models.protection import ECC_COUNT_KEYS, Protection, make_code, parse_protection
+from memory_models.protection import (
+    ECC_COUNT_KEYS,
+    Protection,
+    coded_profile,
+    make_code,
+    parse_protection,
+)
 from memory_models.usererror import UserInputError
 
 __all__ = ["BIAS_BITS", "BIAS_ENCODING", "WEIGHT_ENCODINGS", "DeployedNetwork", "ReadResult",
@@ -192,8 +199,10 @@ class DeployedNetwork:
         include_biases: bool,
         protection: Protection | None = None,
         cells: dict[str, int] | None = None,
+        chip_profile: Any = None,
     ) -> None:
         self.net = net
+        self.chip_profile = chip_profile  # the widened array of a code (None: the profile's)
         self.protection = protection or Protection()
         self.cells = cells or {"data": int(image.n_bits), "check": 0}
         self.image = image
@@ -378,6 +387,7 @@ def deploy(
     if not names:
         raise UserInputError("network", None, "has no weight layers", "import a trained model")
     prot = parse_protect(protect_t, names)
+    weights = net.weights()
     coding = parse_protection(protection)
     coded_layers = set(names)
     if coding.layers:
@@ -385,11 +395,17 @@ def deploy(
     if coding.enabled and layout != "word":
         raise UserInputError("--protection", coding.key, "codes need the word layout",
                              "drop --layout or use --layout word")
-    if profile is not None:
+    chip_profile = None
+    if profile is not None and coding.enabled:
+        profile = mm.load_profile(profile)
+        first = next(n for n in names if n in coded_layers)
+        chip_profile = coded_profile(profile, make_code(
+            coding, int(net.weight_bits(first)), profile.organization.word_bits))
+        image = mm.MemoryImage.for_profile(chip_profile, layout=layout)
+    elif profile is not None:
         image = mm.MemoryImage.for_profile(profile, layout=layout)
     else:
         image = mm.MemoryImage(layout=layout)
-    weights = net.weights()
     plan: list[tuple[str, str, bool, int, str, np.ndarray]] = []
     for name in names:
         bits = int(net.weight_bits(name))
@@ -459,4 +475,5 @@ def deploy(
         include_biases=include_biases,
         protection=coding,
         cells=cells,
+        chip_profile=chip_profile,
     )

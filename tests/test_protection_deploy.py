@@ -170,3 +170,22 @@ def test_bad_scheme_exits_2_with_the_list(tmp_path, ckpt, capsys, scheme, needle
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and needle in err[0]
     assert "secded-72-64" in err[0] and "msb-tmr" in err[0]
+
+
+@pytest.mark.parametrize("scheme", ["secded-72-64", "secded-72-64,interleave=4", "msb-tmr"])
+def test_code_words_lie_in_one_row_one_column_per_cell(net, scheme):
+    """The widened array (chip_profile): every code word of the weights in one row, each
+    of its cells in its own column, so a weak column hits a word at most once."""
+    dep = deploy(net, protection=scheme, profile="dram-voltage-b")
+    cols = dep.chip_profile.organization.columns
+    assert cols % dep.image.region(net.weight_names[0]).code.n == 0
+    for name in net.weight_names:
+        reg = dep.image.region(name)
+        code = reg.code
+        words = np.arange(reg.span // code.n)
+        w, c = np.meshgrid(words, np.arange(code.n), indexing="ij")
+        cells = reg.start + cell_offset(w.ravel(), c.ravel(), code.n, code.interleave)
+        cells = cells.reshape(w.shape)
+        assert (cells // cols == (cells[:, :1] // cols)).all()  # one row per word
+        col = np.sort(cells % cols, axis=1)
+        assert (np.diff(col, axis=1) > 0).all()  # distinct columns
