@@ -9,7 +9,7 @@
           same chip seeds), then `mcelsim report --json`, and writes the comparison as
           markdown (lowest safe point, net energy saved, accuracy per point).
 
-    .venv/bin/python benchmarks/bench_protection.py cost --reads 5 --images 2000
+    .venv/bin/python benchmarks/bench_protection.py cost --reads 5 --images 500
     .venv/bin/python benchmarks/bench_protection.py table --chips 20 --limit 200 --workers 2
 
 Checkpoints: runs/vgg3-ce-4b.ckpt and runs/vgg3-mcel-4b.ckpt (benchmarks/results_mcel.md).
