@@ -21,6 +21,7 @@ from string import Template
 
 import numpy as np
 
+from analysis.protection import comparison_groups, comparison_html, protection_comparison
 from analysis.results import Campaign, Results
 from analysis.safe_point import SafePoint, lowest_safe_point, reference_row
 from memory_models.stats import Interval, interval, paired_interval, welch_difference
@@ -70,6 +71,7 @@ def safe_points(
             nominal=prof.knob_nominal, harsher=prof.knob_harsher, energy=campaign.points.energy,
             clean_accuracy=model.clean_accuracy if model is not None else math.nan,
             max_drop_pp=max_drop_pp, confidence=confidence, interval=interval,
+            overhead=campaign.cell_overhead(h),
         )
     return out
 
@@ -193,6 +195,8 @@ def _campaign_summary(
         "settings": {
             "encoding": camp.encoding, "layout": camp.layout, "protect": camp.protect,
             "include_biases": camp.include_biases, "chips": camp.n_chips,
+            "protection": camp.protection,
+            "cell_overhead": {labels[h]: camp.cell_overhead(h) for h in camp.samples},
             "chip_index": [int(c) for c in camp.chip_index], "seed": camp.seed,
             "dataset": camp.dataset, "n_images": camp.n_images, "versions": versions,
             "config": camp.config,
@@ -244,6 +248,10 @@ def summarize(results: Results, *, max_drop_pp: float = 1.0, confidence: float =
         "models": [_model_entry(results, h) for h in results.models],
         "campaigns": [_campaign_summary(results, c, max_drop_pp, confidence, interval)
                       for c in results.campaigns],
+        "protection_comparisons": [
+            protection_comparison(results, g, max_drop_pp=max_drop_pp, confidence=confidence,
+                                  interval=interval)
+            for g in comparison_groups(results)],
     })
 
 
@@ -366,6 +374,9 @@ def _section(c: dict, out_dir: Path, embed: bool, confidence: float) -> str:
     set_rows = [
         ["encoding", _e(s["encoding"] or "–")], ["layout", _e(s["layout"] or "–")],
         ["protect", _e(s["protect"] or "none")],
+        ["protection code", _e(s.get("protection") or "none") + "".join(
+            f"; {_e(m)}: {v:.4g} cells per data cell"
+            for m, v in (s.get("cell_overhead") or {}).items() if v != 1.0)],
         ["include biases", "yes" if s["include_biases"] else "no"],
         ["chips", f"{s['chips']}"], ["seed", _e(s["seed"])],
         ["dataset", f"{_e(s['dataset'] or '–')}, {_e(s['n_images'])} images"],
@@ -416,7 +427,8 @@ def _section(c: dict, out_dir: Path, embed: bool, confidence: float) -> str:
             f"<h3>Lowest safe operating point (drop &lt; {sp0['max_drop_pp']:g} pp at "
             f"{sp0['confidence']:.0%} confidence)</h3>" + _table(
                 ["model", _knob_head(c), "BER", "mean drop (pp)", "upper bound of drop (pp)",
-                 "energy saved vs nominal", "first unsafe point", "reference"], srows)
+                 "energy saved vs nominal (net of check cells)", "first unsafe point",
+                 "reference"], srows)
             + f"<p class=note>{_DAGGER_NOTE}</p>")
 
     # Per-point accuracy.
@@ -487,6 +499,8 @@ def render_html(content: dict, out_dir: Path, *, embed: bool = False) -> str:
                   f'({_e(c["kind"])})</li>' for c in content["campaigns"])
     sections = "\n".join(_section(c, out_dir, embed, a["confidence"])
                          for c in content["campaigns"])
+    sections = "\n".join([comparison_html(p, out_dir, embed)
+                          for p in content.get("protection_comparisons", [])] + [sections])
     return template.substitute(
         title=_e(f"mcelsim report — {Path(content['store']).name}"),
         store=_e(content["store"]),
@@ -536,7 +550,20 @@ def write_report(
             {"name": f.name, "path": f.path.name, "caption": f.caption}
             for f in figs if f.campaign_id == c["campaign_id"]
         ]
+    for cmp, group in zip(content["protection_comparisons"], comparison_groups(results)):
+        from analysis.plots import _metadata, _safe_name, _style
+        from analysis.protection import plot_protection
+
+        path = out / f"protection_{_safe_name(cmp['profile'])}_{cmp['campaigns'][0]}.{fmt}"
+        with _style():
+            plot_protection(results, group, confidence=confidence).savefig(
+                path, format=fmt, metadata=_metadata(fmt))
+        cmp["figure"] = {"name": path.stem, "path": path.name, "caption": (
+            "Accuracy vs operating point per training method and protection code, same "
+            f"chips; bands: {confidence:.0%} t-interval over chips.")}
     page_content = json.loads(json.dumps(content))
+    for cmp in page_content["protection_comparisons"]:
+        cmp["figure"]["path"] = str(out / cmp["figure"]["path"])
     for c in page_content["campaigns"]:
         for f in c["figures"]:
             f["path"] = str(out / f["path"])

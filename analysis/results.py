@@ -260,6 +260,18 @@ class Campaign:
     sensitivity: dict[str, dict[str, SensitivityRows]] = field(default_factory=dict)
     # model_hash -> target -> rows
     versions: tuple[str, ...] = ()  # mcelsim versions that wrote the samples
+    cells: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # model_hash -> (data cells, check cells) of its deployment (stores since issue 12)
+
+    @property
+    def protection(self) -> str:
+        """The code stored with the data ('none' without one)."""
+        return str(self.config.get("protection") or "none")
+
+    def cell_overhead(self, model_hash: str) -> float:
+        """Cells stored per data cell (1 without a code): what the energy scales with."""
+        data, check = self.cells.get(model_hash, (0, 0))
+        return (data + check) / data if data > 0 else 1.0
 
     @property
     def model_hashes(self) -> list[str]:
@@ -499,6 +511,16 @@ def _read_sensitivity(con: sqlite3.Connection, cid: str) -> dict[str, dict[str, 
     return out
 
 
+def _read_cells(con: sqlite3.Connection, cid: str) -> dict[str, tuple[int, int]]:
+    """model_hash -> (data cells, check cells); {} for stores without the table."""
+    if not con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='cells'"
+                       ).fetchone():
+        return {}
+    rows = con.execute("SELECT model_hash, data_cells, check_cells FROM cells "
+                       "WHERE campaign_id=?", (cid,))
+    return {h: (int(d or 0), int(c or 0)) for h, d, c in rows}
+
+
 def load_results(path: str | PathLike[str], campaign: str | None = None) -> Results:
     """Read a results store, or one campaign of it.
 
@@ -557,6 +579,7 @@ def load_results(path: str | PathLike[str], campaign: str | None = None) -> Resu
                 margins=_read_margins(con, cid),
                 sensitivity=_read_sensitivity(con, cid),
                 versions=versions,
+                cells=_read_cells(con, cid),
             )
             campaigns.append(camp)
     except sqlite3.DatabaseError as err:

@@ -76,6 +76,7 @@ def lowest_safe_point(
     max_drop_pp: float = 1.0,
     confidence: float = 0.95,
     interval: str = "t",
+    overhead: float = 1.0,
 ) -> SafePoint:
     """Harshest operating point whose accuracy drop stays below `max_drop_pp` at `confidence`.
 
@@ -91,6 +92,9 @@ def lowest_safe_point(
     1 - E(point) / E(nominal point), with E(nominal) = 1 when the grid lacks it.
     interval: 't' bounds the drop with Student-t, or with the BCa bootstrap where a
     normality test rejects the per-chip drops; 'bootstrap' always uses the bootstrap.
+    overhead: cells stored per data cell (a protection code's check cells); the energy of
+    the point scales with it, so the saving is net of the code against the unprotected
+    memory at nominal: 1 - overhead * E(point) / E(nominal point).
     """
     if harsher not in ("lower", "higher"):
         raise ValueError(f"harsher must be 'lower' or 'higher', got {harsher!r}")
@@ -140,7 +144,7 @@ def lowest_safe_point(
     if nom.size and np.isfinite(energy[nom[0]]) and energy[nom[0]] > 0:
         e_nom = float(energy[nom[0]])
     e = energy[best.row]
-    saving = float(1.0 - e / e_nom) if np.isfinite(e) else None
+    saving = float(1.0 - overhead * e / e_nom) if np.isfinite(e) else None
     return SafePoint(
         best.row, best.knob, float(ber[best.row]), best.drop_mean_pp, best.drop_upper_pp,
         saving, max_drop_pp, confidence, reference, tuple(checks),

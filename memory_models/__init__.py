@@ -49,6 +49,13 @@ Memory image (what the simulator's deployment uses)::
     img.corrupted(res, name) -> full code array as read
     img.values(res, name, encoding) -> decoded int16 values as read
 
+Protection codes (`memory_models.protection`: SEC-DED, parity, MSB replication,
+interleaving) are stored with the data; their check cells fail like the others::
+
+    code = make_code(parse_protection("secded-72-64,interleave=4"), bits=4, word_bits=64)
+    img = MemoryImage.for_profile(coded_profile(prof, code))   # rows of whole code words
+    img.add(name, codes, 4, code=code, zero_code=8)            # reads decode faulty words
+
 Determinism: every draw is keyed by (seed, purpose, block, tier) or, for per-read draws,
 by (one draw from rng, purpose, block): fault counts from numpy SeedSequence streams,
 positions from a counter-based SplitMix64 stream (numba kernel, `_kernels`). Results are

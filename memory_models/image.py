@@ -8,6 +8,9 @@ starting on a row boundary (`columns` cells per row). Layouts:
   cell(k, j) = k*bits + j.
 - "bitplane": bit j of all weights of a region is contiguous, each plane padded to a row:
   cell(k, j) = j*plane + k, plane = n rounded up to `columns`.
+- a coded region (`add(..., code=)`, word layout only): data words of `code.k` cells
+  become code words of `code.n` cells with their check cells, D-way interleaved
+  (`memory_models.protection`); reading it decodes every faulty code word.
 
 Reading the image through a source (a `Chip` or a `BitErrorModel`) samples the faults of
 the read cell ranges (O(faults)) and returns only the codes that changed.
@@ -20,12 +23,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from memory_models.encoding import check_bits
+from memory_models.protection import (
+    ECC_COUNT_KEYS,
+    Code,
+    cell_offset,
+    coded_span,
+    locate,
+    read_coded,
+)
 from memory_models.sampling import FaultSet, Ranges
 from memory_models.usererror import UserInputError
 
 LAYOUTS = ("word", "bitplane")
 DEFAULT_ROW_CELLS = 64  # row alignment when no `columns` is given
-COUNT_KEYS = ("faults", "flip01", "flip10", "sa0", "sa1", "changed_bits")
+COUNT_KEYS = ("faults", "flip01", "flip10", "sa0", "sa1", "changed_bits", *ECC_COUNT_KEYS)
 
 
 @dataclass(frozen=True)
@@ -42,10 +53,16 @@ class Region:
     stride: int = 0  # word layout: cells per word
     per_word: int = 1  # word layout: weights per word
     plane: int = 0  # bitplane layout: cells per plane
+    code: Code | None = field(default=None, compare=False)  # coded region
+    zero_code: int | None = None  # coded region: the code a zeroed weight reads as
 
     @classmethod
     def place(cls, name: str, start: int, n: int, bits: int, shape: tuple[int, ...], layout: str,
-              word_bits: int | None, row: int) -> Region:
+              word_bits: int | None, row: int, code: Code | None = None,
+              zero_code: int | None = None) -> Region:
+        if code is not None:
+            return cls(name, start, coded_span(n, code), n, bits, shape, layout, code.n,
+                       code.slots, code=code, zero_code=zero_code)
         if layout == "word":
             if word_bits is None or bits > word_bits:
                 stride, per_word = bits, 1
@@ -60,6 +77,9 @@ class Region:
         """Offset (from `start`) of bit j of weight k."""
         k = np.asarray(k, np.int64)
         j = np.asarray(j, np.int64)
+        if self.code is not None:
+            word, slot = np.divmod(k, self.per_word)
+            return cell_offset(word, slot * self.bits + j, self.code.n, self.code.interleave)
         if self.layout == "word":
             return (k // self.per_word) * self.stride + (k % self.per_word) * self.bits + j
         return j * self.plane + k
@@ -67,6 +87,11 @@ class Region:
     def weight_bit(self, off: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Offsets -> (weight index k, bit j, valid) ; padding cells are not valid."""
         off = np.asarray(off, np.int64)
+        if self.code is not None:  # check cells and padding are not weight bits
+            word, cell = locate(off, self.code.n, self.code.interleave)
+            slot, j = np.divmod(cell, self.bits)
+            k = word * self.per_word + slot
+            return k, j, (slot < self.per_word) & (k < self.n)
         if self.layout == "word":
             word, within = np.divmod(off, self.stride)
             slot, j = np.divmod(within, self.bits)
@@ -96,6 +121,8 @@ def apply_faults(codes: np.ndarray, region: Region, faults: FaultSet
                                     dtype=np.int64)
 
     f01, f10, s0, s1 = (local(a) for a in (faults.f01, faults.f10, faults.s0, faults.s1))
+    if region.code is not None:
+        return _apply_coded(codes, region, (f01, f10, s0, s1))
     size = f01.size + f10.size + s0.size + s1.size
     ev_k = np.empty(size, np.int64)
     ev_bit = np.empty(size, np.int64)
@@ -103,7 +130,8 @@ def apply_faults(codes: np.ndarray, region: Region, faults: FaultSet
     word = region.layout == "word"
     n_ev = _region_events(codes, f01, f10, s0, s1, lo, word, region.bits, max(region.stride, 1),
                           region.per_word, max(region.plane, 1), region.n, ev_k, ev_bit, cnt)
-    counts = dict(zip(("faults", "flip01", "flip10", "sa0", "sa1", "changed_bits"),
+    counts = dict.fromkeys(COUNT_KEYS, 0)
+    counts.update(zip(("faults", "flip01", "flip10", "sa0", "sa1", "changed_bits"),
                       (int(x) for x in cnt)))
     k, bit = ev_k[:n_ev], ev_bit[:n_ev]
     if k.size == 0:
@@ -118,6 +146,23 @@ def apply_faults(codes: np.ndarray, region: Region, faults: FaultSet
     # every (k, j) toggles once, so the sum of 1 << j over a weight is its XOR mask
     mask = np.add.reduceat(bit, starts)
     new = (codes[idx].astype(np.int64) ^ mask).astype(codes.dtype)
+    return idx, new, counts
+
+
+def _apply_coded(codes: np.ndarray, region: Region, lists: tuple[np.ndarray, ...]
+                 ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """`apply_faults` of a coded region: the decoder's output. faults counts faulty cells
+    (check cells included); flip / stuck / changed_bits count the data bits that reach
+    the weights after decoding."""
+    idx, new, ecc = read_coded(codes, region.code, region.zero_code, region.start, lists)
+    counts = dict.fromkeys(COUNT_KEYS, 0)
+    counts.update(ecc)
+    if idx.size:
+        old = codes[idx].astype(np.int64)
+        nw = new.astype(np.int64)
+        counts["flip01"] = int(np.bitwise_count(~old & nw).sum())
+        counts["flip10"] = int(np.bitwise_count(old & ~nw).sum())
+        counts["changed_bits"] = counts["flip01"] + counts["flip10"]
     return idx, new, counts
 
 
@@ -178,8 +223,11 @@ class MemoryImage:
         return cls(layout=layout, word_bits=org.word_bits, columns=org.columns)
 
     # -- building --------------------------------------------------------------------
-    def add(self, name: str, codes: np.ndarray, bits: int) -> None:
-        """Append a region holding `codes` (unsigned b-bit codes, any shape)."""
+    def add(self, name: str, codes: np.ndarray, bits: int, code: Code | None = None,
+            zero_code: int | None = None) -> None:
+        """Append a region holding `codes` (unsigned b-bit codes, any shape); with `code`
+        (`memory_models.protection.make_code`) it is stored as code words, and a weight the
+        decoder zeroes reads `zero_code` (None: as read)."""
         bits = check_bits(bits, source=f"MemoryImage region '{name}'")
         if name in self._regions:
             raise UserInputError("MemoryImage", name, "region name already used",
@@ -191,8 +239,11 @@ class MemoryImage:
                                  f"a code uses bits above bit {bits - 1}",
                                  "pass the unsigned codes from encode(values, bits, ...)")
         start = -(-self._end // self._row) * self._row  # next row boundary
+        if code is not None and self.layout != "word":
+            raise UserInputError("MemoryImage", "layout", "codes need the word layout",
+                                 "use layout='word' with a protection scheme")
         reg = Region.place(name, start, flat.size, bits, tuple(c.shape), self.layout,
-                           self.word_bits, self._row)
+                           self.word_bits, self._row, code, zero_code)
         self._regions[name] = reg
         self._codes[name] = flat
         self._end = start + reg.span

@@ -129,10 +129,12 @@ def run_campaign(
         if e.model_hash not in deployed:
             deployed[e.model_hash] = deploy(
                 e.net, encoding=spec.encoding, layout=spec.layout, protect=spec.protect,
-                include_biases=spec.include_biases, profile=prof,
+                include_biases=spec.include_biases, profile=prof, protection=spec.protection,
             )  # fmt: skip
     hashes = list(deployed)
     _register(store, cid, spec, config, prof_row, points, test)
+    store.add_cells([{"campaign_id": cid, "model_hash": h, "data_cells": d.cells["data"],
+                      "check_cells": d.cells["check"]} for h, d in deployed.items()])
     stored = _Stored.load(store, cid, spec, {h: deployed[h].sensitivity_targets() for h in hashes})
 
     payload = _Payload(cid + ":" + test.digest, spec, prof, points, deployed, test.images,
@@ -167,7 +169,9 @@ def run_campaign(
                 sens.append({"model_hash": h, "label": labels[h], "target": t, "name": nm,
                              "ber": points[0]["ber"], **s.to_dict()})  # fmt: skip
     models_out = [{"model_hash": h, "label": labels[h], "clean_accuracy": clean[h][0],
-                   "clean_mean_margin": clean[h][1], "n_bits": deployed[h].n_bits}
+                   "clean_mean_margin": clean[h][1], "n_bits": deployed[h].n_bits,
+                   "data_cells": deployed[h].cells["data"],
+                   "check_cells": deployed[h].cells["check"]}
                   for h in hashes]  # fmt: skip
     return CampaignResult(
         campaign_id=cid, kind=spec.kind, points=points, models=models_out,

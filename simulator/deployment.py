@@ -22,6 +22,14 @@ Protection (`protect=`), i.e. parts of the network kept in reliable memory:
   "bit:msb"       the top bit of every stored code (bit b-1 of a b-bit weight, bit 31 of a
                   bias); for two's complement and sign-magnitude that is the sign bit, for
                   offset binary the inverted sign. "bit:sign" is a synonym.
+Codes (`protection=`, `memory_models.protection`): "secded-72-64[,interleave=D]", "parity",
+"msb-tmr", ... The data words of every region (or of the layers named by its `layers=`
+option, weights and biases) become code words whose check cells sit in the same faulty
+memory, after the data cells; reads run the decoder, and a weight the decoder zeroes reads
+the value 0 (1-bit binarized weights, which have no 0, keep the data as read). Code words
+lie in the rows of a widened array (`chip_profile`: build chips with it), whole code words
+per row, one column per cell. `cells` counts the data and check cells; a read's
+counts add the decoder's `words_in_error`, `corrected`, `detected`, `silent`.
 Counts of one read (`ReadResult.counts`):
   faults            faulty cells in the image at this read (`MemoryImage.read` counts: a
                     stuck cell counts whether or not it holds the other value), before any
@@ -41,6 +49,13 @@ from typing import Any
 import numpy as np
 
 import memory_models as mm
+from memory_models.protection import (
+    ECC_COUNT_KEYS,
+    Protection,
+    coded_profile,
+    make_code,
+    parse_protection,
+)
 from memory_models.usererror import UserInputError
 
 __all__ = ["BIAS_BITS", "BIAS_ENCODING", "WEIGHT_ENCODINGS", "DeployedNetwork", "ReadResult",
@@ -182,8 +197,14 @@ class DeployedNetwork:
         layout: str,
         protect: tuple[str, ...],
         include_biases: bool,
+        protection: Protection | None = None,
+        cells: dict[str, int] | None = None,
+        chip_profile: Any = None,
     ) -> None:
         self.net = net
+        self.chip_profile = chip_profile  # the widened array of a code (None: the profile's)
+        self.protection = protection or Protection()
+        self.cells = cells or {"data": int(image.n_bits), "check": 0}
         self.image = image
         self.encoding = encoding
         self.layout = layout
@@ -233,8 +254,11 @@ class DeployedNetwork:
         position's cells (sensitivity analysis); protection still applies.
         """
         res = self.image.read(source, rng, knob=knob)
-        return self.filter(res.changes, only_layer=only_layer, only_bit=only_bit,
-                           faults=res.counts.get("faults"))
+        out = self.filter(res.changes, only_layer=only_layer, only_bit=only_bit,
+                          faults=res.counts.get("faults"))
+        if self.protection.enabled:
+            out.counts.update({k: int(res.counts.get(k, 0)) for k in ECC_COUNT_KEYS})
+        return out
 
     def filter(
         self,
@@ -337,6 +361,7 @@ def deploy(
     protect: str | Iterable[str] = (),
     include_biases: bool = False,
     profile: Any = None,
+    protection: str | Protection | None = None,
 ) -> DeployedNetwork:
     """Encode a network's weights (and biases) into one memory image; see the module docstring.
 
@@ -344,7 +369,8 @@ def deploy(
       'sign-magnitude'; binarized weights are one bit, 1 = +1). Biases are always 32-bit two's
       complement. layout: how codes are packed into words/rows/columns
       (`memory_models.MemoryImage`); with `profile`, the array organization comes from the
-      profile (`MemoryImage.for_profile`).
+      profile (`MemoryImage.for_profile`). protection: a code stored with the data (see the
+      module docstring), e.g. "secded-72-64,interleave=4".
     """
     if encoding not in WEIGHT_ENCODINGS:
         raise UserInputError(
@@ -361,11 +387,25 @@ def deploy(
     if not names:
         raise UserInputError("network", None, "has no weight layers", "import a trained model")
     prot = parse_protect(protect_t, names)
-    if profile is not None:
+    weights = net.weights()
+    coding = parse_protection(protection)
+    coded_layers = set(names)
+    if coding.layers:
+        coded_layers = set(parse_protect([f"layer:{n}" for n in coding.layers], names).layers)
+    if coding.enabled and layout != "word":
+        raise UserInputError("--protection", coding.key, "codes need the word layout",
+                             "drop --layout or use --layout word")
+    chip_profile = None
+    if profile is not None and coding.enabled:
+        profile = mm.load_profile(profile)
+        first = next(n for n in names if n in coded_layers)
+        chip_profile = coded_profile(profile, make_code(
+            coding, int(net.weight_bits(first)), profile.organization.word_bits))
+        image = mm.MemoryImage.for_profile(chip_profile, layout=layout)
+    elif profile is not None:
         image = mm.MemoryImage.for_profile(profile, layout=layout)
     else:
         image = mm.MemoryImage(layout=layout)
-    weights = net.weights()
     plan: list[tuple[str, str, bool, int, str, np.ndarray]] = []
     for name in names:
         bits = int(net.weight_bits(name))
@@ -387,16 +427,25 @@ def deploy(
                 f"use a bit position below {max_bits}",
             )
     regions: dict[str, _Region] = {}
+    cells = {"data": 0, "check": 0}
     for region, layer, is_bias, bits, enc, values in plan:
         values = np.ascontiguousarray(np.asarray(values).reshape(-1))
         if is_bias:
             values = values.astype(np.int32)
         codes = _encode(values, bits, enc)
         split = bits > 16
+        code = zero = None
+        if coding.enabled and layer in coded_layers:
+            code = make_code(coding, 16 if split else bits, image.word_bits)
+            zero = None if enc == "binary" else int(_encode(np.zeros(1, np.int64), bits, enc)[0])
         if split:
-            image.add(region, _split_halves(codes), 16)
+            image.add(region, _split_halves(codes), 16, code=code, zero_code=zero)
         else:
-            image.add(region, codes, bits)
+            image.add(region, codes, bits, code=code, zero_code=zero)
+        span = image.region(region).span
+        check = 0 if code is None else span // code.n * code.check_cells
+        cells["data"] += span - check
+        cells["check"] += check
         keep = (1 << bits) - 1
         for j in prot.bits:
             if j < bits:
@@ -424,4 +473,7 @@ def deploy(
         layout=layout,
         protect=protect_t,
         include_biases=include_biases,
+        protection=coding,
+        cells=cells,
+        chip_profile=chip_profile,
     )

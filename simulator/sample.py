@@ -210,7 +210,7 @@ def _execute(state: _WorkerState, task: dict) -> dict:
     out: dict[str, Any] = {"task": task, "samples": [], "margins": [], "sensitivity": []}
     chip = None
     if spec.kind == "knob":
-        chip = mm.Chip(p.profile, ms.dep.n_bits, seed=cseed)
+        chip = mm.Chip(ms.dep.chip_profile or p.profile, ms.dep.n_bits, seed=cseed)
     for pi in task["points"]:
         t0 = time.perf_counter()
         row = p.point_rows[pi]

@@ -11,9 +11,9 @@ For an i.i.d. sweep the error source at each point is `BitErrorModel(p01, p10)` 
 p01 = R * p10 and (p01 + p10) / 2 = BER (R = `p01_ratio`, `ber_rates`).
 
 `campaign_id` = hash of every setting that changes results (kind, profile digest or i.i.d.
-ratio, points, encoding, layout, protection, biases, seed, dataset + test-set digest, number
-of images, mcelsim version); the number of chips and the interval target are not part of it,
-so adding chips extends a campaign.
+ratio, points, encoding, layout, protection, code (`protection`, when not "none"), biases,
+seed, dataset + test-set digest, number of images, mcelsim version); the number of chips
+and the interval target are not part of it, so adding chips extends a campaign.
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ class CampaignSpec:
     engine: str = "auto"
     margins_chips: int = 1
     interval: str = "t"  # 't' (bootstrap where normality fails) or 'bootstrap' everywhere
+    protection: str = "none"  # a code stored with the data (memory_models.protection key)
 
 
 @dataclass
@@ -267,6 +268,9 @@ def point_rows(spec: CampaignSpec, prof: Any) -> list[dict]:
 
 def validate_spec(spec: CampaignSpec, prof: Any = None) -> None:
     """Raise UserInputError for impossible settings."""
+    from memory_models.protection import parse_protection
+
+    parse_protection(spec.protection)
     if spec.kind not in KINDS:
         raise UserInputError("campaign", "kind", f"unknown kind {spec.kind!r}",
                              f"use one of {', '.join(KINDS)}")  # fmt: skip
@@ -344,8 +348,12 @@ def check_test_set(models: list[ModelEntry], test: TestSet) -> None:
 
 
 def campaign_config(spec: CampaignSpec, profile_hash: str, test: TestSet) -> dict:
-    """Every setting that changes a sample's result (hashed into the campaign id)."""
-    return {
+    """Every setting that changes a sample's result (hashed into the campaign id); the code
+    is keyed only when there is one, so campaigns without one keep their ids."""
+    from memory_models.protection import parse_protection
+
+    code = parse_protection(spec.protection).key
+    return ({"protection": code} if code != "none" else {}) | {
         "kind": spec.kind,
         "profile_hash": profile_hash,
         "p01_ratio": spec.p01_ratio if spec.kind != "knob" else None,

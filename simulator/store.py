@@ -8,7 +8,9 @@ pure function of its key, so rerunning a campaign fills in what is missing and n
 duplicates a row.
 
 Tables (see `SCHEMA`): meta, campaigns, models, profiles, points, samples, margins,
-sensitivity, plus `clean_margins` (per-image clean margins of each model on a test set).
+sensitivity, plus `clean_margins` (per-image clean margins of each model on a test set)
+and `cells` (memory cells of each model's deployment in a campaign: data and check cells
+of a protection code).
 `margins` and `clean_margins` hold float32 little-endian arrays (one value per test image:
 true-class logit minus best other logit, in float logit units).
 
@@ -66,6 +68,9 @@ CREATE TABLE IF NOT EXISTS sensitivity(
     campaign_id TEXT, model_hash TEXT, target TEXT, name TEXT, ber REAL, chip_index INT,
     accuracy REAL, n_images INT,
     PRIMARY KEY (campaign_id, model_hash, target, name, chip_index));
+CREATE TABLE IF NOT EXISTS cells(
+    campaign_id TEXT, model_hash TEXT, data_cells INT, check_cells INT,
+    PRIMARY KEY (campaign_id, model_hash));
 CREATE TABLE IF NOT EXISTS clean_margins(
     model_hash TEXT, data_hash TEXT, dataset TEXT, n_images INT, accuracy REAL,
     margins BLOB, PRIMARY KEY (model_hash, data_hash));
@@ -311,6 +316,11 @@ class ResultStore:
     def add_sensitivity(self, rows: Sequence[Mapping]) -> None:
         self._insert("sensitivity", SENSITIVITY_COLUMNS, rows, replace=False)
 
+    def add_cells(self, rows: Sequence[Mapping]) -> None:
+        """Data and check cells of each model's deployment in a campaign."""
+        cols = ("campaign_id", "model_hash", "data_cells", "check_cells")
+        self._insert("cells", cols, rows, replace=True)
+
     def add_clean_margins(self, row: Mapping) -> None:
         cols = ("model_hash", "data_hash", "dataset", "n_images", "accuracy", "margins")
         self._insert("clean_margins", cols, [row], replace=True)
@@ -425,7 +435,8 @@ class ResultStore:
         check_export_path(path)
         if suffix == ".json":
             doc = {"meta": {r["key"]: r["value"] for r in self.table("meta")}}
-            for name in ("campaigns", "profiles", "models", "points", "samples", "sensitivity"):
+            for name in ("campaigns", "profiles", "models", "points", "samples", "sensitivity",
+                         "cells"):
                 doc[name] = self.table(name)
             path.write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
             return [path]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from simulator.cli import main
-from simulator.commands.demo import DEMO_PROFILES
+from simulator.commands.demo import DEMO_PROFILES, DEMO_PROTECTION
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 
@@ -28,6 +28,11 @@ def test_demo_trains_simulates_reports_and_resumes(tmp_path, capsys):
     }
     for r in rows:
         assert 0 <= r["clean_accuracy_pct"] <= 100
+    assert {(r["profile"], r["protection"], r["model"]) for r in out["protection"]} == {
+        (DEMO_PROFILES[0][0], code, f"vgg3-{loss}-4b") for code in DEMO_PROTECTION
+        for loss in ("ce", "mcel")
+    }
+    assert "Training method vs protection code" in report.read_text()
 
     # A second run reuses the checkpoints and every stored sample, and says the same.
     assert main(args + ["--json"]) == 0

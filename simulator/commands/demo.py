@@ -3,8 +3,10 @@
 1. train a 4-bit VGG3 with cross-entropy and one with MCEL (m = 32), same seed and data;
 2. simulate both on an SRAM undervolting profile (`sram-14nm`) and an approximate-DRAM
    profile at reduced supply voltage (`dram-voltage-b`), on the same chips;
-3. write the HTML report and print where it is and the headline: the lowest safe operating
-   point of CE vs MCEL and the energy it saves.
+3. on the first profile, the same chips again with the weights under a SEC-DED (72,64)
+   code and with their sign bits triplicated (check cells in the same faulty memory);
+4. write the HTML report and print where it is and the headline: the lowest safe operating
+   point of CE vs MCEL and the energy it saves (net of a code's extra cells).
 
 Every step is one of the ordinary subcommands (`train`, `simulate`, `report`) with the
 options printed as it runs, so a user can rerun or change any of them. Every step resumes:
@@ -28,6 +30,8 @@ DEMO_PROFILES = (
     ("dram-voltage-b", "1.025,1.05,1.075,1.1,1.15,1.2,1.25,1.3,1.35"),
 )
 MODELS = (("ce", ()), ("mcel", ("--margin", "32")))
+# codes compared on the first profile (`--protection`), beside no code
+DEMO_PROTECTION = ("secded-72-64", "msb-tmr")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -92,6 +96,8 @@ def headline(summary: dict) -> list[dict]:
     """Lowest safe point and energy saved per (profile, model), from `analysis.summarize`."""
     rows = []
     for campaign in summary["campaigns"]:
+        if campaign["settings"].get("protection", "none") != "none":
+            continue  # codes: `protection_headline`
         profile = campaign["profile"] or {}
         clean = {m["label"]: m.get("clean_accuracy_pct") for m in campaign["models"]}
         for safe in campaign["safe_points"]:
@@ -127,8 +133,11 @@ def run(args: argparse.Namespace) -> int:
         ckpts.append(str(ckpt))
 
     db = out / "results.db"
-    for profile, sweep in DEMO_PROFILES:
+    runs = [(p, s, None) for p, s in DEMO_PROFILES]
+    runs += [(*DEMO_PROFILES[0], code) for code in DEMO_PROTECTION]
+    for profile, sweep, code in runs:
         argv = ["simulate", *ckpts, "--profile", profile, "--sweep", sweep]
+        argv += ["--protection", code] if code else []
         argv += ["--chips", str(args.chips), "--seed", str(args.seed), "--out", str(db)]
         argv += ["--limit", str(args.test_limit)]
         if args.data_dir:
@@ -141,9 +150,12 @@ def run(args: argparse.Namespace) -> int:
 
     report_dir = out / "report"
     _step(["report", str(db), "--out", str(report_dir), "--embed"], quiet=True)
-    rows = headline(summarize(load_results(db)))
+    summary = summarize(load_results(db))
+    rows = headline(summary)
+    codes = protection_headline(summary)
     if args.json:
-        print(json.dumps({"report": str(report_dir / "report.html"), "headline": rows}, indent=2))
+        print(json.dumps({"report": str(report_dir / "report.html"), "headline": rows,
+                          "protection": codes}, indent=2))
         return 0
     print(f"\nreport: {report_dir / 'report.html'}")
     print("lowest safe operating point (accuracy drop < 1 point at 95 % confidence):")
@@ -154,4 +166,20 @@ def run(args: argparse.Namespace) -> int:
         saved = r["energy_saving_pct"]
         saved = "" if saved is None else f", {saved:.0f} % energy saved"
         print(f"  {r['profile']:<16} {model:<36} {where}{saved}")
+    if codes:
+        print("with a code in the same faulty memory (energy net of its extra cells):")
+    for r in codes:
+        where = "none" if r["safe_knob"] is None else f"{r['safe_knob']:g} {r['unit']}"
+        saved = r["net_energy_saving_pct"]
+        saved = "" if saved is None else f", {saved:.0f} % energy saved"
+        print(f"  {r['profile']:<16} {r['model'] + ', ' + r['protection']:<36} {where}{saved}")
     return 0
+
+
+def protection_headline(summary: dict) -> list[dict]:
+    """Lowest safe point and net energy saved per (code, model), from the comparisons."""
+    return [{"profile": c["profile"], "unit": c["knob_unit"], "protection": r["protection"],
+             "model": r["model"], "safe_knob": r["safe_knob"] if r["found"] else None,
+             "net_energy_saving_pct": r["net_energy_saving_pct"] if r["found"] else None}
+            for c in summary.get("protection_comparisons", []) for r in c["rows"]
+            if r["protection"] != "none"]

@@ -50,6 +50,10 @@ def add_parser(subparsers) -> None:
     dep.add_argument("--protect", action="append", default=[], metavar="WHAT",
                      help="keep in reliable memory: layer:<name>, first, last, bit:msb, "
                      "bit:<j> (comma list or repeated)")
+    dep.add_argument("--protection", default="none", metavar="SCHEME",
+                     help="code stored with the data in the faulty memory: none, "
+                     "secded-72-64, secded-39-32, secded-137-128, parity, msb-dup, msb-tmr; "
+                     "options ,interleave=D ,double=keep|zero ,word=W ,bits=M ,layers=A+B")
     dep.add_argument("--include-biases", action="store_true",
                      help="also store biases (32-bit two's complement) in the faulty memory")
     mc = p.add_argument_group("Monte Carlo")
@@ -87,6 +91,7 @@ def add_parser(subparsers) -> None:
 
 
 def _spec_from_args(args):
+    from memory_models.protection import parse_protection
     from memory_models.usererror import UserInputError
     from simulator.campaign import CampaignSpec, parse_sweep
 
@@ -101,7 +106,8 @@ def _spec_from_args(args):
     common = dict(chips=args.chips, seed=args.seed, encoding=args.encoding, layout=args.layout,
                   protect=protect, include_biases=args.include_biases, ci=args.ci,
                   max_chips=args.max_chips, p01_ratio=args.p01_ratio,
-                  engine=args.engine, interval=args.interval)  # fmt: skip
+                  engine=args.engine, interval=args.interval,
+                  protection=parse_protection(args.protection).key)  # fmt: skip
     if args.sweep is not None:
         if not args.profile:
             raise UserInputError("--sweep", None, "needs a memory profile",
@@ -159,7 +165,9 @@ def _print_summary(res, out) -> None:
       f"{res.n_reused} reused\n")
     for m in res.models:
         w(f"  {m['label']} [{m['model_hash']}]: clean accuracy {m['clean_accuracy']:.4f}, "
-          f"mean margin {m['clean_mean_margin']:.3f}, {m['n_bits']} bits in memory\n")
+          f"mean margin {m['clean_mean_margin']:.3f}, {m['n_bits']} bits in memory"
+          + (f" ({m['check_cells']} of them check cells)" if m.get("check_cells") else "")
+          + "\n")
     if res.kind == "sensitivity":
         w(f"{'model':<20} {'target':<6} {'name':<20} {'chips':>5} {'acc':>7} {'95% CI':>17}\n")
         for s in res.sensitivity:
