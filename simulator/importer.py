@@ -248,6 +248,7 @@ class _Builder:
     def call_module(self, node, env):
         from torch import nn
 
+        from models.graph import ChannelAffine
         from models.quant import InputQuant, LogitScale, QConv2d, QLinear, QuantAct
 
         name = str(node.target)
@@ -273,6 +274,8 @@ class _Builder:
             g = inv * (_f64(mod.weight) if mod.weight is not None else 1.0)
             h = (_f64(mod.bias) if mod.bias is not None else 0.0) - _f64(mod.running_mean) * g
             return self.affine(self.as_pend(x, name, channels), g, h)
+        if isinstance(mod, ChannelAffine):  # models.graph: BatchNorm / constant Mul, Add
+            return self.affine(self.as_pend(x, name, channels), _f64(mod.gain), _f64(mod.shift))
         if isinstance(mod, LogitScale):
             e = math.exp(float(mod.log_scale.detach()))
             p = self.as_pend(x, name, channels)
