@@ -155,6 +155,7 @@ class _Walk:
         self.parent: dict[str, str] = {}  # quantizer group union-find
         self.users: dict[str, int] = {}
         self.quantized: dict[str, str] = {}  # float value -> its quantizer
+        self.fold_bn = True  # BatchNorm right after a conv / linear goes into its weights
         self.output = ""
 
     def fail(self, node, problem, fix=f"use the supported layers: {_SUPPORTED}"):
@@ -305,7 +306,7 @@ class _Walk:
         g = inv * (_np(mod.weight) if mod.weight is not None else 1.0)
         h = (_np(mod.bias) if mod.bias is not None else 0.0) - _np(mod.running_mean) * g
         last = self.nodes[-1] if self.nodes else None
-        if (last is not None and last["name"] == x[0] and last["op"] in ("conv", "linear")
+        if (self.fold_bn and last is not None and last["name"] == x[0] and last["op"] in ("conv", "linear")
                 and self.users.get(x[0], 0) == 0):  # fmt: skip
             w = self.float_w[x[0]]
             w["weight"] = w["weight"] * g.reshape((-1,) + (1,) * (w["weight"].ndim - 1))
