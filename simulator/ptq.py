@@ -306,8 +306,9 @@ class _Walk:
         g = inv * (_np(mod.weight) if mod.weight is not None else 1.0)
         h = (_np(mod.bias) if mod.bias is not None else 0.0) - _np(mod.running_mean) * g
         last = self.nodes[-1] if self.nodes else None
-        if (self.fold_bn and last is not None and last["name"] == x[0] and last["op"] in ("conv", "linear")
-                and self.users.get(x[0], 0) == 0):  # fmt: skip
+        follows_layer = last is not None and last["name"] == x[0] and last["op"] in ("conv",
+                                                                                   "linear")
+        if self.fold_bn and follows_layer and self.users.get(x[0], 0) == 0:
             w = self.float_w[x[0]]
             w["weight"] = w["weight"] * g.reshape((-1,) + (1,) * (w["weight"].ndim - 1))
             w["bias"] = w["bias"] * g + h
