@@ -11,6 +11,7 @@ graph = {
   "input_shape": [C, H, W], "num_classes": K,
   "nodes": [{"name": str, "op": OP, "src": [names], ...attributes}],  # topological order
   "output": name,
+  "rounding": "half-even" | "half-up",  # requantization ties (simulator.ops.ROUNDING)
 }
 The input value is named "input". Ops and their attributes:
   conv     in_channels, out_channels, kernel [kh, kw], stride, padding, groups, bits, bias

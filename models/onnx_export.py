@@ -109,3 +109,49 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple[in
         torch.onnx.export(view, (x,), str(path), dynamo=False, opset_version=OPSET,
                           input_names=["images"], output_names=["logits"],
                           dynamic_axes={"images": {0: "n"}, "logits": {0: "n"}})  # fmt: skip
+
+
+def quantize_biases(path: str | os.PathLike) -> int:
+    """Rewrite float Conv / Gemm biases of a QDQ file as int32 at scale s_x * s_w[c].
+
+    The int32 bias is what integer kernels add (and what mcelsim stores); with it,
+    onnxruntime fuses DequantizeLinear -> Conv -> QuantizeLinear into its integer
+    QLinearConv. Returns the number of biases rewritten.
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t)
+              for n in g.node if n.op_type == "Constant"}  # fmt: skip
+
+    def value(name):
+        return numpy_helper.to_array(inits[name]) if name in inits else consts.get(name)
+
+    producer = {o: n for n in g.node for o in n.output}
+    new_nodes, count = [], 0
+    for node in g.node:
+        dqs = [producer.get(i) for i in node.input[:2]]
+        ok = node.op_type in ("Conv", "Gemm") and len(node.input) == 3 and node.input[2] in inits
+        if ok and all(d is not None and d.op_type == "DequantizeLinear" for d in dqs):
+            s_x, s_w = value(dqs[0].input[1]), value(dqs[1].input[1])
+            bias = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64)
+            if s_x is not None and s_w is not None and s_x.size == 1:
+                scale = (np.float32(s_x) * s_w.astype(np.float32)).astype(np.float32)
+                scale = np.broadcast_to(scale, bias.shape).astype(np.float32)
+                codes = np.rint(bias / scale.astype(np.float64)).astype(np.int32)
+                base = node.input[2] + "_int32"
+                g.initializer.extend([numpy_helper.from_array(codes, base),
+                                      numpy_helper.from_array(scale, base + "_scale")])
+                new_nodes.append(helper.make_node("DequantizeLinear", [base, base + "_scale"],
+                                                  [base + "_dq"], axis=0))  # fmt: skip
+                node.input[2] = base + "_dq"
+                count += 1
+        new_nodes.append(node)
+    del g.node[:]
+    g.node.extend(new_nodes)
+    onnx.save(model, str(path))
+    return count

@@ -24,14 +24,19 @@ from simulator.ptq import _Walk
 __all__ = ["import_brevitas", "brevitas_model"]
 
 
-def import_brevitas(model: Any, input_shape: tuple[int, int, int]) -> IntegerNetwork:
-    """IntegerNetwork of a Brevitas model taking float32 [N, *input_shape] images in [0, 1]."""
+def import_brevitas(model: Any, input_shape: tuple[int, int, int],
+                    rounding: str = "half-even") -> IntegerNetwork:  # fmt: skip
+    """IntegerNetwork of a Brevitas model taking float32 [N, *input_shape] images in [0, 1].
+
+    rounding: requantization ties "half-even" (Brevitas's torch.round, the default) or
+    "half-up".
+    """
     from simulator.import_report import layer_report
     from simulator.importer import import_torch
 
     qmodel = brevitas_model(model, input_shape)
     net = import_torch(qmodel, meta={"input_shape": list(input_shape)},
-                       source=type(model).__name__)  # fmt: skip
+                       source=type(model).__name__, rounding=rounding)  # fmt: skip
     net.meta["import_report"] = layer_report(qmodel, net)
     return net
 
@@ -205,7 +210,8 @@ class _BrevitasWalk(_Walk):
         if classes is None or out["op"] not in ("linear", "affine", "quant"):
             raise UserInputError(self.src, None, "the model does not end with a QuantLinear")
         graph = {"input": self.input, "input_shape": list(input_shape),
-                 "num_classes": int(classes), "nodes": self.nodes, "output": self.output}
+                 "num_classes": int(classes), "nodes": self.nodes, "output": self.output,
+                 "rounding": "half-even"}
         return graph, self.tensors
 
     @property

@@ -29,6 +29,7 @@ from simulator.network import InputSpec, IntegerNetwork
 from simulator.ops import (
     INT32_MAX,
     INT32_MIN,
+    ROUNDING,
     Add,
     Conv,
     Flatten,
@@ -104,12 +105,15 @@ def import_torch(
     meta: dict | None = None,
     input_shape: tuple[int, ...] | None = None,
     source: str | None = None,
+    rounding: str | None = None,
 ) -> IntegerNetwork:
     """IntegerNetwork computing `model` (a `models.quant` QAT network) in integers.
 
     input_shape (C, H, W) or (F,) of one image: from the argument, meta["input_shape"] or
     the zoo's `model.mcelsim_config`. The model is put in eval mode. meta is stored on
-    net.meta. Raises UserInputError for an unsupported layer or an unquantized layer input.
+    net.meta. rounding of requantization ties, "half-up" or "half-even" (ops.ROUNDING):
+    by default the quantized graph's own (`models.graph`), else half-up. Raises
+    UserInputError for an unsupported layer or an unquantized layer input.
     """
     import torch
     from torch.fx.passes.shape_prop import ShapeProp
@@ -136,8 +140,13 @@ def import_torch(
             raise UserInputError(src_name, "input_shape", f"the model does not run on images "
                                  f"of shape {tuple(shape)} ({err})",
                                  "pass the right input_shape") from err  # fmt: skip
+    if rounding is None:
+        rounding = (getattr(model, "graph", None) or {}).get("rounding", "half-up")
+    if rounding not in ROUNDING:
+        raise UserInputError(src_name, "rounding", f"unknown rounding {rounding!r}",
+                             f"use one of {', '.join(ROUNDING)}")  # fmt: skip
     with torch.no_grad():
-        return _Builder(gm, src_name, dict(meta or {}), tuple(shape)).build()
+        return _Builder(gm, src_name, dict(meta or {}), tuple(shape), rounding).build()
 
 
 def _input_shape(model, meta, input_shape, src) -> tuple[int, ...]:
@@ -163,8 +172,10 @@ def _pair(v) -> tuple[int, int]:
 
 
 class _Builder:
-    def __init__(self, gm, source: str, meta: dict, input_shape: tuple[int, ...]):
+    def __init__(self, gm, source: str, meta: dict, input_shape: tuple[int, ...],
+                 rounding: str = "half-up"):  # fmt: skip
         self.gm = gm
+        self.rounding = rounding
         self.source = source
         self.meta = meta
         self.input_shape = input_shape
@@ -234,6 +245,7 @@ class _Builder:
         self.finish_logits(out_state, out_node)
         meta = dict(self.meta)
         meta.setdefault("input_shape", list(self.input_shape))
+        meta["rounding"] = self.rounding
         return IntegerNetwork(
             self.ops, self.input_spec, self.weights, self.biases, self.bits,
             float(self.logit_scale), int(self.num_classes), meta,
@@ -496,7 +508,7 @@ class _Builder:
     def finish(self, p: _Pend, out_scale, qmin, qmax, sign, name, logits=False) -> _Val:
         """Emit the pending layer (or a Requantize) with its requantization, then pools."""
         rq = make_requant(p.alpha, p.beta, p.clamp_lo, p.clamp_hi, out_scale, qmin, qmax,
-                          p.acc_bound, sign)  # fmt: skip
+                          p.acc_bound, sign, self.rounding)  # fmt: skip
         lo, hi = rq.out_range()
         pools = [(pool, d1 * rq.direction()) for pool, d1 in p.pools]
         L = p.layer

@@ -34,13 +34,18 @@ SUPPORTED = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul
 _FIX = f"use only {', '.join(SUPPORTED)}"
 
 
-def import_onnx(path: str | os.PathLike) -> IntegerNetwork:
-    """IntegerNetwork of a QDQ ONNX model; net.meta["import_report"] says what was done."""
+def import_onnx(path: str | os.PathLike, rounding: str = "half-even") -> IntegerNetwork:
+    """IntegerNetwork of a QDQ ONNX model; net.meta["import_report"] says what was done.
+
+    rounding: requantization ties "half-even" (the ONNX spec's QuantizeLinear, the default)
+    or "half-up".
+    """
     from simulator.import_report import layer_report
     from simulator.importer import import_torch
 
     model = onnx_model(path)
-    net = import_torch(model, meta={"input_shape": model.graph["input_shape"]}, source=str(path))
+    net = import_torch(model, meta={"input_shape": model.graph["input_shape"]},
+                       source=str(path), rounding=rounding)  # fmt: skip
     net.meta["import_report"] = layer_report(model, net)
     return net
 
@@ -157,7 +162,8 @@ class _Reader:
             self.fail(None, "no Gemm / MatMul gives the logits")
         del out_node
         graph = {"input": self.input, "input_shape": [int(d) for d in self.shape],
-                 "num_classes": int(classes), "nodes": self.nodes, "output": last[1]}
+                 "num_classes": int(classes), "nodes": self.nodes, "output": last[1],
+                 "rounding": "half-even"}
         return graph, self.tensors
 
     def value(self, node, i=0, kinds=("f", "q")):

@@ -387,7 +387,8 @@ class _Walk:
             raise UserInputError(self.src, self.output, "the model does not end with a linear "
                                  "layer giving [N, classes] logits")  # fmt: skip
         graph = {"input": inp, "input_shape": [int(s) for s in shape],
-                 "num_classes": int(classes), "nodes": self.nodes, "output": self.output}
+                 "num_classes": int(classes), "nodes": self.nodes, "output": self.output,
+                 "rounding": "half-even"}  # ties as torch's fake quantization rounds them
         return graph, tensors
 
 
