@@ -159,7 +159,8 @@ class _Walk:
         self.output = ""
 
     def fail(self, node, problem, fix=f"use the supported layers: {_SUPPORTED}"):
-        raise UserInputError(self.src, node.name, problem, fix)
+        where = str(node.target) if node.op == "call_module" else node.name
+        raise UserInputError(self.src, where, problem, fix)
 
     def group(self, q: str) -> str:
         while self.parent[q] != q:
