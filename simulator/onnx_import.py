@@ -92,7 +92,8 @@ def _torch(arr):
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
-_RANGES = {2: (-128, 127), 3: (0, 255), 22: (-8, 7), 21: (0, 15)}  # TensorProto dtype -> range
+# TensorProto element type -> code range: UINT8, INT8, UINT4, INT4
+_RANGES = {2: (0, 255), 3: (-128, 127), 21: (0, 15), 22: (-8, 7)}
 
 
 class _Reader:
@@ -495,7 +496,7 @@ def _dtype_of(proto, name: str, arr: np.ndarray) -> int:
     for init in proto.graph.initializer:
         if init.name == name:
             return int(init.data_type)
-    return {np.dtype(np.int8): 2, np.dtype(np.uint8): 3}.get(arr.dtype, 0)
+    return {np.dtype(np.uint8): 2, np.dtype(np.int8): 3}.get(arr.dtype, 0)
 
 
 def _bcast(v, ndim: int, axis: int):
