@@ -116,13 +116,13 @@ class _BrevitasWalk(_Walk):
         import brevitas.nn as qnn
 
         mod = self.modules[str(node.target)]
-        name = str(node.target)
+        name = node.name  # unique even where a module is called twice; info has the target
         if isinstance(mod, qnn.QuantConv2d | qnn.QuantLinear):
             return self.layer(mod, node, env, name)
         if isinstance(mod, qnn.QuantIdentity | qnn.QuantReLU | qnn.QuantHardTanh):
             x = self.arg(node, env)
             if isinstance(mod, qnn.QuantReLU):
-                x = self.clamp(x, name + ".relu", 0.0, None)
+                x = self.clamp(x, name + "_relu", 0.0, None)
             return self.act(mod, node, x, name)
         if type(mod).__module__.startswith("brevitas"):
             self.fail(node, f"unsupported Brevitas layer {type(mod).__name__}",
@@ -190,7 +190,7 @@ class _BrevitasWalk(_Walk):
             attrs = {"op": "linear", "in_features": mod.in_features,
                      "out_features": mod.out_features}  # fmt: skip
         out = self.emit({"name": name, "src": [x[0]], **attrs, "bits": bits, "bias": bias,
-                         "info": {"folded_bn": False, "source": name}})  # fmt: skip
+                         "info": {"folded_bn": False, "source": str(node.target)}})  # fmt: skip
         t = {"codes": codes.astype(np.int8), "scale": scale}
         if bias:
             t["bias"] = _f(mod.bias).astype(np.float32)

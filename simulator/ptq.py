@@ -219,7 +219,7 @@ class _Walk:
         from torch import nn
 
         mod = self.modules[str(node.target)]
-        name = str(node.target)
+        name = node.name  # unique even where a module is called twice; info has the target
         x = self.arg(node, env)
         if isinstance(mod, nn.Conv2d):
             plain = not isinstance(mod.padding, str) and mod.padding_mode == "zeros"
@@ -232,7 +232,7 @@ class _Walk:
                              "kernel": list(mod.kernel_size), "stride": list(mod.stride),
                              "padding": list(mod.padding), "groups": mod.groups,
                              "bits": self.wb, "bias": True,
-                             "info": {"folded_bn": False, "source": name}})  # fmt: skip
+                             "info": {"folded_bn": False, "source": str(node.target)}})  # fmt: skip
             self.float_w[name] = _weights(mod)
             return (out, "f", None)
         if isinstance(mod, nn.Linear):
@@ -240,7 +240,7 @@ class _Walk:
             out = self.emit({"name": name, "op": "linear", "src": [x[0]],
                              "in_features": mod.in_features, "out_features": mod.out_features,
                              "bits": self.wb, "bias": True,
-                             "info": {"folded_bn": False, "source": name}})  # fmt: skip
+                             "info": {"folded_bn": False, "source": str(node.target)}})  # fmt: skip
             self.float_w[name] = _weights(mod)
             return (out, "f", None)
         if isinstance(mod, nn.BatchNorm1d | nn.BatchNorm2d):
@@ -315,7 +315,7 @@ class _Walk:
             w["bias"] = w["bias"] * g + h
             last["info"]["folded_bn"] = True
             return x
-        out = self.emit({"name": str(node.target), "op": "affine", "src": [x[0]],
+        out = self.emit({"name": node.name, "op": "affine", "src": [x[0]],
                          "channels": int(g.shape[0])})  # fmt: skip
         self.float_w[out] = {"gain": g, "shift": h}
         return (out, "f", None)
@@ -334,7 +334,9 @@ class _Walk:
         if size not in (1, (1, 1), [1, 1]):
             self.fail(node, f"adaptive average pooling to {size}", "pool to 1 (global)")
         x = self.need_q(x, node)
-        return (self.emit({"name": node.name, "op": "gap", "src": [x[0]]}), "q", x[2])
+        shape = node.args[0].meta["tensor_meta"].shape
+        return (self.emit({"name": node.name, "op": "gap", "src": [x[0]],
+                           "area": int(shape[2] * shape[3])}), "q", x[2])  # fmt: skip
 
     def flatten(self, node, x, name):
         x = self.need_q(x, node)
@@ -382,6 +384,7 @@ class _Walk:
         lo_in = min((0.0 - m) / s for m, s in zip(mean, std, strict=True))
         hi_in = max((1.0 - m) / s for m, s in zip(mean, std, strict=True))
         inp = {"mean": mean, "std": std, **_act_quant(lo_in, hi_in, input_bits)}
+        _round_biases(self.nodes, tensors, inp["scale"])
         out_node = next(n for n in self.nodes if n["name"] == self.output)
         classes = out_node.get("out_features") or out_node.get("channels")
         if out_node["op"] not in ("linear", "affine", "add") or not classes:
@@ -391,6 +394,26 @@ class _Walk:
                  "num_classes": int(classes), "nodes": self.nodes, "output": self.output,
                  "rounding": "half-even"}  # ties as torch's fake quantization rounds them
         return graph, tensors
+
+
+def _round_biases(nodes, tensors, input_scale: float) -> None:
+    """Biases onto their accumulator grid s_in * s_w[c] (the int32 bias integer kernels
+    add), so that the fake-quant model and the integer network add the same bias."""
+    scale = {"input": input_scale}
+    for node in nodes:
+        src = scale.get(node["src"][0]) if node["src"] else None
+        if node["op"] == "quant":
+            scale[node["name"]] = node["scale"]
+        elif node["op"] in ("maxpool", "flatten", "add"):
+            scale[node["name"]] = src
+        elif node["op"] == "avgpool":
+            scale[node["name"]] = src / (node["kernel"][0] * node["kernel"][1])
+        elif node["op"] == "gap":
+            scale[node["name"]] = src / node["area"]
+        elif node["op"] in ("conv", "linear"):
+            t = tensors[node["name"]]
+            alpha = src * t["scale"].astype(np.float64)
+            t["bias"] = np.rint(t["bias"] / alpha) * alpha
 
 
 def _np(t) -> np.ndarray:
