@@ -43,10 +43,10 @@ def _images(n=200, shape=(1, 28, 28), seed=0):
 def test_ptq_of_torchvision_architectures_matches_its_fake_quant_model(factory, kwargs, shape):
     torch.manual_seed(0)
     model = _with_bn_stats(factory(in_channels=shape[0], num_classes=10, **kwargs), shape)
-    calib = _images(64, shape)
+    calib = _images(32, shape)
     qmodel = quantize_model(model, calib, weight_bits=4, act_bits=8)
     net = quantize(model, calib, weight_bits=4, act_bits=8)
-    x = _images(200, shape, seed=1)
+    x = _images(100, shape, seed=1)
     codes = net.quantize_input(x)
     logits = net.forward(codes)
     np.testing.assert_array_equal(logits, net.reference_forward(codes))
