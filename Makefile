@@ -20,7 +20,10 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q "$(TORCH_SPEC)" 2>&1 | $(QUIET)
 	$(PIP) install -q -e ".[dev]" 2>&1 | $(QUIET)
-	$(PY) -c "import torch, numba, numpy, scipy, matplotlib, safetensors"
+	# extras that depend on torch must never replace the build installed above
+	$(PY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(VENV)/torch-constraint.txt
+	$(PIP) install -q -c $(VENV)/torch-constraint.txt -e ".[dev,onnx,brevitas]" 2>&1 | $(QUIET)
+	$(PY) -c "import torch, numba, numpy, scipy, matplotlib, safetensors, onnx, onnxruntime, brevitas"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -273,7 +273,10 @@ QUANT_MODULES = (QConv2d, QLinear, QuantAct, InputQuant, LogitScale)
 
 
 class QuantTracer(torch.fx.Tracer):
-    """torch.fx tracer that keeps the contract's modules as leaves (call_module nodes)."""
+    """torch.fx tracer that keeps the contract's modules (and modules with a true
+    `mcelsim_leaf` attribute, e.g. `models.graph.ChannelAffine`) as leaves."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:  # noqa: D102
-        return isinstance(m, QUANT_MODULES) or super().is_leaf_module(m, module_qualified_name)
+        if isinstance(m, QUANT_MODULES) or getattr(m, "mcelsim_leaf", False):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)

@@ -298,6 +298,10 @@ def build_model(arch: str, **kwargs: Any) -> nn.Sequential:
     images in [0, 1] and returns float logits [N, num_classes]; `model.mcelsim_config` holds
     the full config.
     """
+    if arch == "graph":  # a quantized graph (PTQ, Brevitas, ONNX import): models.graph
+        from models.graph import build_graph_model
+
+        return build_graph_model(**kwargs)
     cfg = model_config(arch, **kwargs)
     q = _Q(cfg["weight_bits"], cfg["act_bits"], cfg["granularity"])
     body = _BUILDERS[arch](

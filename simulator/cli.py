@@ -18,6 +18,7 @@ from memory_models.usererror import UserInputError
 COMMANDS = {
     "profiles": "profiles",
     "train": "train",
+    "quantize": "quantize",
     "simulate": "simulate",
     "plot": "plot",
     "report": "report",

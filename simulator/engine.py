@@ -123,7 +123,7 @@ def _c(a: np.ndarray) -> np.ndarray:
 def _rq_args(rq, bias: np.ndarray | None, c_n: int):
     """Requantization arguments of the kernels: int64 bias, mult, add, shift, lo, hi, sign."""
     b = np.zeros(c_n, np.int64) if bias is None else bias.astype(np.int64)
-    return b, rq.mult, rq.add, rq.shift, rq.lo, rq.hi, bool(rq.sign)
+    return b, rq.mult, rq.add, rq.kernel_shift(), rq.lo, rq.hi, bool(rq.sign)
 
 
 @dataclass(frozen=True)

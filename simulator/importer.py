@@ -29,6 +29,7 @@ from simulator.network import InputSpec, IntegerNetwork
 from simulator.ops import (
     INT32_MAX,
     INT32_MIN,
+    ROUNDING,
     Add,
     Conv,
     Flatten,
@@ -107,12 +108,15 @@ def import_torch(
     meta: dict | None = None,
     input_shape: tuple[int, ...] | None = None,
     source: str | None = None,
+    rounding: str | None = None,
 ) -> IntegerNetwork:
     """IntegerNetwork computing `model` (a `models.quant` QAT network) in integers.
 
     input_shape (C, H, W) or (F,) of one image: from the argument, meta["input_shape"] or
     the zoo's `model.mcelsim_config`. The model is put in eval mode. meta is stored on
-    net.meta. Raises UserInputError for an unsupported layer or an unquantized layer input.
+    net.meta. rounding of requantization ties, "half-up" or "half-even" (ops.ROUNDING):
+    by default the quantized graph's own (`models.graph`), else half-up. Raises
+    UserInputError for an unsupported layer or an unquantized layer input.
     """
     import torch
     from torch.fx.passes.shape_prop import ShapeProp
@@ -139,8 +143,13 @@ def import_torch(
             raise UserInputError(src_name, "input_shape", f"the model does not run on images "
                                  f"of shape {tuple(shape)} ({err})",
                                  "pass the right input_shape") from err  # fmt: skip
+    if rounding is None:
+        rounding = (getattr(model, "graph", None) or {}).get("rounding", "half-up")
+    if rounding not in ROUNDING:
+        raise UserInputError(src_name, "rounding", f"unknown rounding {rounding!r}",
+                             f"use one of {', '.join(ROUNDING)}")  # fmt: skip
     with torch.no_grad():
-        return _Builder(gm, src_name, dict(meta or {}), tuple(shape)).build()
+        return _Builder(gm, src_name, dict(meta or {}), tuple(shape), rounding).build()
 
 
 def _input_shape(model, meta, input_shape, src) -> tuple[int, ...]:
@@ -166,8 +175,10 @@ def _pair(v) -> tuple[int, int]:
 
 
 class _Builder:
-    def __init__(self, gm, source: str, meta: dict, input_shape: tuple[int, ...]):
+    def __init__(self, gm, source: str, meta: dict, input_shape: tuple[int, ...],
+                 rounding: str = "half-up"):  # fmt: skip
         self.gm = gm
+        self.rounding = rounding
         self.source = source
         self.meta = meta
         self.input_shape = input_shape
@@ -239,6 +250,7 @@ class _Builder:
         self.finish_logits(out_state, out_node)
         meta = dict(self.meta)
         meta.setdefault("input_shape", list(self.input_shape))
+        meta["rounding"] = self.rounding
         return IntegerNetwork(
             self.ops, self.input_spec, self.weights, self.biases, self.bits,
             float(self.logit_scale), int(self.num_classes), meta,
@@ -253,6 +265,7 @@ class _Builder:
     def call_module(self, node, env):
         from torch import nn
 
+        from models.graph import ChannelAffine
         from models.quant import InputQuant, LogitScale, QConv2d, QLinear, QuantAct
 
         name = str(node.target)
@@ -278,6 +291,8 @@ class _Builder:
             g = inv * (_f64(mod.weight) if mod.weight is not None else 1.0)
             h = (_f64(mod.bias) if mod.bias is not None else 0.0) - _f64(mod.running_mean) * g
             return self.affine(self.as_pend(x, name, channels), g, h)
+        if isinstance(mod, ChannelAffine):  # models.graph: BatchNorm / constant Mul, Add
+            return self.affine(self.as_pend(x, name, channels), _f64(mod.gain), _f64(mod.shift))
         if isinstance(mod, LogitScale):
             try:
                 e = math.exp(float(mod.log_scale.detach()))
@@ -507,7 +522,7 @@ class _Builder:
             if not finite:
                 raise ValueError("not finite")
             rq = make_requant(p.alpha, p.beta, p.clamp_lo, p.clamp_hi, out_scale, qmin, qmax,
-                              p.acc_bound, sign)  # fmt: skip
+                              p.acc_bound, sign, self.rounding)  # fmt: skip
         except (ValueError, OverflowError):
             self.fail(p.module, "folded requantization is not finite or overflows (a weight, "
                       "batch-norm or scale value of this layer is out of range)",

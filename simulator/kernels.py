@@ -45,7 +45,11 @@ def _requant_value(a, bias, mult, add, shift, lo, hi, sign):
     v = (np.int64(a) + np.int64(bias)) * np.int64(mult) + np.int64(add)
     if sign:
         return np.int64(1) if v >= 0 else np.int64(-1)
-    v = v >> shift  # arithmetic shift: floor(v / 2^shift); `add` holds the rounding half
+    s = shift & 63  # bit 6 of shift: round half to even (`Requant.kernel_shift`)
+    q = v >> s  # arithmetic shift: floor(v / 2^s); `add` holds the rounding half
+    if shift & 64 and (v & ((np.int64(1) << s) - 1)) == 0:  # an exact tie: to even
+        q -= q & 1
+    v = q
     if v < lo:
         v = np.int64(lo)
     elif v > hi:
@@ -184,8 +188,17 @@ def _requant_codes(vals, bias, mult, add, shift, lo, hi, sign, out):
             v = (vals[i] + bias) * mult + add
             out[i] = 1 if v >= 0 else -1
         return
+    s = shift & 63  # bit 6 of shift: round half to even (`Requant.kernel_shift`)
+    if shift & 64:
+        low = (np.int64(1) << s) - 1
+        for i in range(vals.shape[0]):
+            t = (vals[i] + bias) * mult + add
+            v = t >> s
+            v -= (v & 1) * ((t & low) == 0)  # an exact tie goes to the even code
+            out[i] = min(max(v, lo), hi)
+        return
     for i in range(vals.shape[0]):
-        v = ((vals[i] + bias) * mult + add) >> shift
+        v = ((vals[i] + bias) * mult + add) >> s
         out[i] = min(max(v, lo), hi)
 
 
@@ -479,7 +492,10 @@ def _requant_channels(vals, bias, mult, add, shift, lo, hi, sign, row):
             row[r] = 1 if v >= 0 else -1
         return
     for r in range(row.shape[0]):
-        v = ((np.int64(vals[r]) + bias[r]) * mult[r] + add[r]) >> shift[r]
+        s = shift[r] & 63  # bit 6 of shift: round half to even (`Requant.kernel_shift`)
+        t = (np.int64(vals[r]) + bias[r]) * mult[r] + add[r]
+        v = t >> s
+        v -= (v & 1) * ((shift[r] >> 6) & ((t & ((np.int64(1) << s) - 1)) == 0))
         row[r] = min(max(v, lo[r]), hi[r])
 
 

@@ -18,6 +18,9 @@ import numpy as np
 
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
+# Rounding of requantization ties: half up (toward +inf, gemmlowp) or half to even
+# (ONNX QuantizeLinear, torch.round, Brevitas).
+ROUNDING = ("half-up", "half-even")
 # Budgets that keep (acc + bias) * mult + add inside int64 (see `make_requant`).
 _PRODUCT_BITS = 60
 
@@ -61,7 +64,10 @@ class Requant:
 
     code[c] = clamp(((acc + bias[c]) * mult[c] + add[c]) >> shift[c], lo[c], hi[c])
     `add` contains the rounding half 2^(shift-1): rounding is half up (toward +inf),
-    the integer version of round(m * acc + b) with m = mult / 2^shift.
+    the integer version of round(m * acc + b) with m = mult / 2^shift. half_even=True
+    rounds exact ties to the even code instead (ONNX QuantizeLinear, torch.round, Brevitas):
+    a tie is a sum whose low `shift` bits are all zero after adding the half; the kernels
+    read the flag as bit 6 of `kernel_shift()`.
     sign=True (1-bit activations): code = +1 if (acc + bias) * mult + add >= 0 else -1.
     The bias (int32, at accumulator scale) belongs to the layer and is passed separately.
     """
@@ -72,6 +78,13 @@ class Requant:
     lo: np.ndarray
     hi: np.ndarray
     sign: bool = False
+    half_even: bool = False
+
+    def kernel_shift(self) -> np.ndarray:
+        """shift with bit 6 set where ties round to even (the kernels' argument, int64)."""
+        if not self.half_even:
+            return self.shift
+        return self.shift | np.where(self.shift > 0, 64, 0).astype(np.int64)
 
     @property
     def channels(self) -> int:
@@ -97,14 +110,18 @@ def make_requant(
     qmax: int,
     acc_bound: int,
     sign: bool = False,
+    rounding: str = "half-up",
 ) -> Requant:
     """Integer requantization of y = clamp(alpha*acc + beta, clamp_lo, clamp_hi) (float64).
 
     Output code = clamp(round(y / out_scale), qmin, qmax) (or sign(y) when `sign`).
     acc_bound bounds |acc + bias|. The shift is the largest with |acc*mult| <= 2^60 and
     max(|qmin|, |qmax|) * 2^shift <= 2^60, so the int64 sum never overflows; a channel
-    whose output is constant over |acc| <= acc_bound gets mult = 0.
+    whose output is constant over |acc| <= acc_bound gets mult = 0. rounding: "half-up"
+    (toward +inf) or "half-even" (see ROUNDING).
     """
+    if rounding not in ROUNDING:
+        raise ValueError(f"rounding must be one of {ROUNDING}, got {rounding!r}")
     alpha = np.asarray(alpha, np.float64)
     beta = np.asarray(beta, np.float64)
     c_n = alpha.shape[0]
@@ -135,7 +152,7 @@ def make_requant(
         half = (1 << (sh - 1)) if sh > 0 else 0
         add[c] = round(bb * 2.0**sh) + half
         shift[c] = sh
-    return Requant(mult, add, shift, lo, hi, sign)
+    return Requant(mult, add, shift, lo, hi, sign, half_even=rounding == "half-even")
 
 
 def _round_half_even(v: float) -> int:

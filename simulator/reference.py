@@ -21,8 +21,12 @@ def requant(acc: np.ndarray, bias: np.ndarray | None, rq: Requant) -> np.ndarray
     v = v * rq.mult.reshape(shape) + rq.add.reshape(shape)
     if rq.sign:
         return np.where(v >= 0, 1, -1).astype(np.int64)
-    v = v >> rq.shift.reshape(shape)
-    return np.clip(v, rq.lo.reshape(shape), rq.hi.reshape(shape))
+    shift = rq.shift.reshape(shape)
+    q = v >> shift
+    if rq.half_even:  # an exact tie (v's low `shift` bits all zero after adding the half)
+        tie = ((v & ((np.int64(1) << shift) - 1)) == 0) & (shift > 0)
+        q = q - (q & 1) * tie
+    return np.clip(q, rq.lo.reshape(shape), rq.hi.reshape(shape))
 
 
 def _windows(x: np.ndarray, pool: Pool, fill: int) -> np.ndarray:

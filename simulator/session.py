@@ -264,7 +264,7 @@ def _requant_cols(acc: np.ndarray, bias, rq, chans: np.ndarray, dtype) -> np.nda
     n = acc.shape[0]
     kernels._requant(
         np.ascontiguousarray(acc).reshape(n, chans.size, 1), b, rq.mult[chans], rq.add[chans],
-        rq.shift[chans], rq.lo[chans], rq.hi[chans], bool(rq.sign), out.reshape(n, -1, 1),
+        rq.kernel_shift()[chans], rq.lo[chans], rq.hi[chans], bool(rq.sign), out.reshape(n, -1, 1),
     )  # fmt: skip
     return out
 

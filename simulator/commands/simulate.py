@@ -29,7 +29,8 @@ def add_parser(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("models", nargs="*", metavar="MODEL.ckpt", help="checkpoints to deploy")
+    p.add_argument("models", nargs="*", metavar="MODEL.ckpt",
+                   help="checkpoints (or QDQ .onnx models, with --dataset) to deploy")
     what = p.add_argument_group("operating points (one of --sweep, --ber, --sensitivity)")
     what.add_argument("--profile", help="memory profile name or .toml path (with --sweep)")
     what.add_argument("--sweep", metavar="A:B:STEP",
@@ -148,9 +149,15 @@ def _load_models(paths: list[str]):
     from simulator.importer import import_checkpoint
 
     for path in paths:
-        meta = read_checkpoint_meta(path)
-        meta.pop("_sha256", None)
-        net = import_checkpoint(path)
+        if str(path).endswith(".onnx"):  # a QDQ ONNX model (simulator.onnx_import)
+            from simulator.onnx_import import import_onnx
+
+            net = import_onnx(path)
+            meta = {"source": {"onnx": str(path)}}
+        else:
+            meta = read_checkpoint_meta(path)
+            meta.pop("_sha256", None)
+            net = import_checkpoint(path)
         label = Path(path).stem
         labels[label] = labels.get(label, 0) + 1
         if labels[label] > 1:

@@ -6,16 +6,25 @@ the fast kernels never overflow.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 
 
 def requant_value(acc: int, bias: int, mult: int, add: int, shift: int, lo: int, hi: int,
-                  sign: bool) -> int:  # fmt: skip
-    """((acc + bias) * mult + add) >> shift (floor), clamped; sign mode: ±1."""
+                  sign: bool, half_even: bool = False) -> int:  # fmt: skip
+    """((acc + bias) * mult + add) >> shift (floor), clamped; sign mode: ±1.
+
+    half_even: `add` holds the half 2^(shift-1); the exact rational
+    ((acc + bias) * mult + add - half) / 2^shift is rounded half to even instead
+    (Python's round of a Fraction)."""
     v = (acc + bias) * mult + add
     if sign:
         return 1 if v >= 0 else -1
-    v = v // (2**shift)  # floor division == arithmetic right shift
+    if half_even and shift > 0:
+        v = round(Fraction(v - 2 ** (shift - 1), 2**shift))
+    else:
+        v = v // (2**shift)  # floor division == arithmetic right shift
     return min(max(v, lo), hi)
 
 
@@ -26,7 +35,8 @@ def requant(x: np.ndarray, bias, rq) -> np.ndarray:
         c = idx[1]
         b = 0 if bias is None else int(bias[c])
         m, a, s = int(rq.mult[c]), int(rq.add[c]), int(rq.shift[c])
-        out[idx] = requant_value(int(x[idx]), b, m, a, s, int(rq.lo[c]), int(rq.hi[c]), rq.sign)
+        out[idx] = requant_value(int(x[idx]), b, m, a, s, int(rq.lo[c]), int(rq.hi[c]), rq.sign,
+                                 rq.half_even)  # fmt: skip
     return out
 
 
