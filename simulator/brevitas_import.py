@@ -208,7 +208,8 @@ class _BrevitasWalk(_Walk):
         classes = next((n["out_features"] for n in reversed(self.nodes) if n["op"] == "linear"),
                        None)  # fmt: skip
         if classes is None or out["op"] not in ("linear", "affine", "quant"):
-            raise UserInputError(self.src, None, "the model does not end with a QuantLinear")
+            raise UserInputError(self.src, None, "the model does not end with a QuantLinear",
+                                 "end the network with a Brevitas QuantLinear giving the logits")
         graph = {"input": self.input, "input_shape": list(input_shape),
                  "num_classes": int(classes), "nodes": self.nodes, "output": self.output,
                  "rounding": "half-even"}

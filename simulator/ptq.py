@@ -99,7 +99,8 @@ def quantize_model(model, calibration, weight_bits=4, act_bits=8, granularity="c
                                  granularity, observer)  # fmt: skip
     if num_classes is not None and graph["num_classes"] != num_classes:
         raise UserInputError(src, "num_classes", f"the model has {graph['num_classes']} "
-                             f"outputs, expected {num_classes}")  # fmt: skip
+                             f"outputs, expected {num_classes}",
+                             "pass the weights that belong to this model and dataset")  # fmt: skip
     qmodel = GraphNet(graph)
     qmodel.load_state_dict(_state(qmodel, tensors), strict=True)
     qmodel.mcelsim_config = graph_config(graph, weight_bits=weight_bits, act_bits=act_bits)
@@ -108,10 +109,12 @@ def quantize_model(model, calibration, weight_bits=4, act_bits=8, granularity="c
 
 def _check_options(weight_bits, act_bits, input_bits, granularity, observer) -> None:
     if weight_bits not in range(2, 9):
-        raise UserInputError("quantize", "weight_bits", f"must be in 2..8, got {weight_bits}")
+        raise UserInputError("quantize", "weight_bits", f"must be in 2..8, got {weight_bits}",
+                             "pick weight_bits between 2 and 8")
     for name, v in (("act_bits", act_bits), ("input_bits", input_bits)):
         if v not in range(2, 17):
-            raise UserInputError("quantize", name, f"must be in 2..16, got {v}")
+            raise UserInputError("quantize", name, f"must be in 2..16, got {v}",
+                                 f"pick {name} between 2 and 16")
     if granularity not in ("channel", "tensor"):
         raise UserInputError("quantize", "granularity", f"unknown {granularity!r}",
                              "use 'channel' or 'tensor'")  # fmt: skip
@@ -388,7 +391,8 @@ class _Walk:
         classes = out_node.get("out_features") or out_node.get("channels")
         if out_node["op"] not in ("linear", "affine", "add") or not classes:
             raise UserInputError(self.src, self.output, "the model does not end with a linear "
-                                 "layer giving [N, classes] logits")  # fmt: skip
+                                 "layer giving [N, classes] logits", "end the model with "
+                                 "nn.Linear (or a 1x1 conv) to the classes")  # fmt: skip
         graph = {"input": inp, "input_shape": [int(s) for s in shape],
                  "num_classes": int(classes), "nodes": self.nodes, "output": self.output,
                  "rounding": "half-even"}  # ties as torch's fake quantization rounds them

@@ -170,3 +170,24 @@ def test_quantize_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, args, ne
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and needle in err[0], err
     assert not (tmp_path / "o.ckpt").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--calib", "0"], "--calib: 0 is out of range"),
+    (["--weight-bits", "9"], "--weight-bits: 9 is out of range"),
+    (["--out", "NOFOLDER/o.ckpt"], "--out"),
+])  # fmt: skip
+def test_quantize_cli_checks_ranges_and_out_before_work(tmp_path, capsys, args, needle):
+    args = [str(tmp_path / a) if a.startswith("NOFOLDER") else a for a in args]
+    base = {"--calib": "8", "--out": str(tmp_path / "o.ckpt")}
+    base.update(dict(zip(args[::2], args[1::2])))
+    argv = ["quantize", "--model", "models.tv_arch:resnet18", "--dataset", "synthetic"]
+    argv += [x for kv in base.items() for x in kv]
+    if args[0] == "--out":  # checked by the command, before calibration
+        assert main(argv) == 2
+    else:  # refused by the parser
+        with pytest.raises(SystemExit, match="2"):
+            main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and "fix" in err[0], err
+

@@ -19,6 +19,8 @@ import argparse
 import json
 import sys
 
+from simulator.options import int_in
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -39,11 +41,11 @@ def add_parser(subparsers) -> None:
     q = p.add_argument_group("post-training quantization")
     q.add_argument("--dataset", default="fashion-mnist", help="calibration and test data")
     q.add_argument("--data-dir", help="where the dataset files are")
-    q.add_argument("--calib", type=int, default=1000, metavar="N",
+    q.add_argument("--calib", type=int_in(1, 60_000), default=1000, metavar="N",
                    help="calibration images: the first N of the training split (default 1000)")
-    q.add_argument("--weight-bits", type=int, default=4, help="2..8 (default 4)")
-    q.add_argument("--act-bits", type=int, default=8, help="2..16 (default 8)")
-    q.add_argument("--input-bits", type=int, default=8, help="2..16 (default 8)")
+    q.add_argument("--weight-bits", type=int_in(2, 8), default=4, help="2..8 (default 4)")
+    q.add_argument("--act-bits", type=int_in(2, 16), default=8, help="2..16 (default 8)")
+    q.add_argument("--input-bits", type=int_in(2, 16), default=8, help="2..16 (default 8)")
     q.add_argument("--granularity", default="channel", choices=("channel", "tensor"))
     q.add_argument("--observer", default="minmax", choices=("minmax", "percentile"))
     p.add_argument("--out", required=True, help="checkpoint to write (.ckpt, safetensors)")
@@ -67,7 +69,8 @@ def load_float_model(spec: str, model_args: str, weights: str | None):
         raise UserInputError("--model-args", model_args, "not valid JSON",
                              'write e.g. \'{"width": 16}\'') from err  # fmt: skip
     if not isinstance(kwargs, dict):
-        raise UserInputError("--model-args", model_args, "must be a JSON object")
+        raise UserInputError("--model-args", model_args, "must be a JSON object",
+                             'write e.g. \'{"width": 16}\'')
     try:
         factory = getattr(importlib.import_module(mod_name), attr)
     except (ImportError, AttributeError) as err:
@@ -115,7 +118,7 @@ def _load_weights(model, path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from memory_models.usererror import UserInputError
+    from memory_models.usererror import UserInputError, check_output_file
     from models.checkpoint import save_checkpoint
     from simulator.import_report import format_report, layer_report
     from simulator.importer import import_torch
@@ -123,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.model is None) == (args.onnx is None):
         raise UserInputError("quantize", None, "give exactly one of --model, --onnx",
                              "e.g. --model models.tv_arch:resnet18")  # fmt: skip
+    check_output_file(args.out, "--out")  # before calibration and import
     meta = {"dataset": {"name": args.dataset}}
     if args.onnx:
         from simulator.onnx_import import onnx_model
@@ -133,8 +137,6 @@ def run(args: argparse.Namespace) -> int:
         from models.datasets import load_dataset
         from simulator.ptq import quantize_model
 
-        if args.calib < 1:
-            raise UserInputError("--calib", None, f"must be at least 1, got {args.calib}")
         model = load_float_model(args.model, args.model_args, args.weights)
         calib = load_dataset(args.dataset, split="train", data_dir=args.data_dir,
                              limit=args.calib)  # fmt: skip
