@@ -18,6 +18,7 @@ import math
 import numpy as np
 
 from analysis.results import Campaign, Results
+from analysis.results import json_float as _f
 from analysis.safe_point import lowest_safe_point
 from memory_models.stats import interval as chip_interval
 
@@ -47,10 +48,6 @@ def comparison_groups(results: Results) -> list[list[Campaign]]:
                 c.protection != "none", max(map(c.cell_overhead, c.samples), default=1.0),
                 c.protection)))
     return out
-
-
-def _f(x) -> float | None:
-    return None if x is None or not math.isfinite(float(x)) else float(x)
 
 
 def protection_comparison(results: Results, group: list[Campaign], *,

@@ -23,19 +23,12 @@ import numpy as np
 
 from analysis.protection import comparison_groups, comparison_html, protection_comparison
 from analysis.results import Campaign, Results
+from analysis.results import json_float as _f
 from analysis.safe_point import SafePoint, lowest_safe_point, reference_row
 from memory_models.stats import Interval, interval, paired_interval, welch_difference
 
 REPORT_NAME = "report.html"
 JSON_NAME = "report.json"
-
-
-def _f(x) -> float | None:
-    """A JSON-safe float (None for NaN / inf / None)."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 def _interval(iv: Interval, unit: str) -> dict:

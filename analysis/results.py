@@ -19,6 +19,15 @@ import numpy as np
 
 from memory_models.usererror import UserInputError
 
+
+def json_float(x) -> float | None:
+    """A JSON-safe float (None for NaN / inf / None)."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
 SCHEMA_VERSION = "1"
 PRODUCER = "`mcelsim simulate`"
 
